@@ -1,0 +1,498 @@
+//! The roomstate wire protocol, version 1: every message the engine and the server
+//! exchange, defined once for both. `docs/protocol.md` is the prose version of this file.
+//!
+//! Frames are JSON text; every frame is one object whose `"type"` names the message.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+mod limits;
+mod token;
+
+pub use limits::{Limit, Limits};
+pub use token::{Claims, RoomStateGrant, VideoGrant};
+
+/// Bumped on any change an older peer could misread.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The WebSocket path of the room endpoint.
+pub const RTC_PATH: &str = "/rtc";
+
+/// The most requests a client may have sent and not yet had answered. The server keeps
+/// at least this many replies per participant, so that a resuming client gets every
+/// reply it missed.
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 128;
+
+/// The key that observes every key of the store.
+pub const WILDCARD_KEY: &str = "*";
+
+/// Position in a session's room-wide sequence of changes. Starts at 1 for the first
+/// change of a session; 0 means "before anything happened".
+pub type Seq = u64;
+
+/// Chosen by the client, strictly increasing over the life of one participant
+/// (across resumes).
+pub type RequestId = u64;
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = u64;
+
+// ---------------------------------------------------------------------------------------
+// Client to server
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// Writes `value` under `key`. A `null` value deletes the key. With `if_version`,
+    /// only when the key's current version equals it (0: the key must not exist).
+    Set {
+        id: RequestId,
+        key: String,
+        value: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        if_version: Option<u64>,
+    },
+    Delete {
+        id: RequestId,
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        if_version: Option<u64>,
+    },
+    /// Reads keys once, without observing them.
+    Get { id: RequestId, keys: Vec<String> },
+    /// Adds keys to this participant's observed set; answered with their current entries.
+    Observe { id: RequestId, keys: Vec<String> },
+    Unobserve { id: RequestId, keys: Vec<String> },
+    /// Changes the sender's own participant. Absent fields are left as they are;
+    /// `attributes` merges, and an empty string value deletes that attribute.
+    UpdateParticipant {
+        id: RequestId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attributes: Option<BTreeMap<String, String>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metadata: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// Leaves the room now instead of after the reconnect grace period.
+    Leave {},
+}
+
+impl ClientMessage {
+    pub fn request_id(&self) -> Option<RequestId> {
+        match self {
+            ClientMessage::Set { id, .. }
+            | ClientMessage::Delete { id, .. }
+            | ClientMessage::Get { id, .. }
+            | ClientMessage::Observe { id, .. }
+            | ClientMessage::Unobserve { id, .. }
+            | ClientMessage::UpdateParticipant { id, .. } => Some(*id),
+            ClientMessage::Leave {} => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Server to client
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// First frame after a fresh join.
+    Joined(JoinInfo),
+    /// First frame after a successful resume; replayed frames follow when
+    /// `snapshot` is absent.
+    Resumed(ResumeInfo),
+    /// The answer to one request.
+    Reply(Reply),
+    /// A key's new entry (no `value`: deleted). Its `version` is its sequence number.
+    StoreChanged(Entry),
+    ParticipantJoined {
+        seq: Seq,
+        participant: ParticipantInfo,
+    },
+    /// The participant's whole new state; receivers drop versions older than theirs.
+    ParticipantUpdated {
+        seq: Seq,
+        participant: ParticipantInfo,
+    },
+    ParticipantLeft {
+        seq: Seq,
+        sid: String,
+        identity: String,
+    },
+    RoomMetadataChanged {
+        seq: Seq,
+        metadata: String,
+    },
+    /// A frame the server could not use (not JSON, unknown type, missing fields). The
+    /// connection stays open.
+    Rejected { error: ErrorBody },
+    /// Sent just before the server closes the connection, saying why.
+    Goodbye { reason: CloseReason, message: String },
+}
+
+impl ServerMessage {
+    /// The sequence number of an event message; `None` for the others.
+    pub fn seq(&self) -> Option<Seq> {
+        match self {
+            ServerMessage::StoreChanged(entry) => Some(entry.version),
+            ServerMessage::ParticipantJoined { seq, .. }
+            | ServerMessage::ParticipantUpdated { seq, .. }
+            | ServerMessage::ParticipantLeft { seq, .. }
+            | ServerMessage::RoomMetadataChanged { seq, .. } => Some(*seq),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinInfo {
+    pub protocol: u32,
+    pub room: String,
+    pub session_id: String,
+    /// The server's position when this snapshot was taken.
+    pub seq: Seq,
+    /// Present this token (with the access token) to resume this participant.
+    pub resume_token: String,
+    pub local: ParticipantInfo,
+    /// Everyone else in the room, hidden participants excepted.
+    pub participants: Vec<ParticipantInfo>,
+    pub room_metadata: String,
+    pub limits: Limits,
+    /// How long the server keeps a participant whose connection dropped.
+    pub reconnect_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResumeInfo {
+    pub session_id: String,
+    /// The highest request id the server has processed for this participant. The
+    /// client sends again every request above it that it had sent.
+    pub last_request_id: RequestId,
+    /// Present when the missed events could not be replayed one by one: the state now.
+    /// Replies the client missed are replayed either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Snapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub seq: Seq,
+    pub local: ParticipantInfo,
+    pub participants: Vec<ParticipantInfo>,
+    pub room_metadata: String,
+    /// The current entries of every observed key (absent keys have no `value`).
+    pub entries: Vec<Entry>,
+}
+
+/// One key of the session store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub key: String,
+    /// Absent: the key does not exist (never set, or deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
+    /// The sequence number of the change that wrote this entry; 0 for a key that does
+    /// not exist and was not deleted in this session.
+    pub version: u64,
+    /// Identity of the writer ("" when nobody wrote it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub updated_by: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub updated_at: Millis,
+}
+
+impl Entry {
+    pub fn absent(key: impl Into<String>) -> Self {
+        Entry {
+            key: key.into(),
+            value: None,
+            version: 0,
+            updated_by: String::new(),
+            updated_at: 0,
+        }
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantInfo {
+    pub sid: String,
+    pub identity: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub metadata: String,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// Grows with every change of this participant; receivers drop older versions.
+    pub version: u64,
+    pub joined_at: Millis,
+    pub permission: ParticipantPermission,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ParticipantPermission {
+    pub can_update_metadata: bool,
+    pub can_write_store: bool,
+    pub hidden: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub id: RequestId,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok(ReplyBody),
+    Error(ErrorBody),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplyBody {
+    /// set, delete: the key's entry after the write.
+    Entry(Entry),
+    /// get, observe: one entry per requested key (or every key, for the wildcard).
+    Entries(Vec<Entry>),
+    /// update_participant: the sender's participant after the update.
+    Participant(ParticipantInfo),
+    /// unobserve.
+    Done,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+    /// For `limit_exceeded`: which limit, its value and the size that broke it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<LimitViolation>,
+    /// For `conflict`: the key's entry now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<Entry>,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorBody {
+            code,
+            message: message.into(),
+            limit: None,
+            current: None,
+        }
+    }
+
+    pub fn limit(limit: Limit, max: usize, actual: usize) -> Self {
+        ErrorBody {
+            code: ErrorCode::LimitExceeded,
+            message: format!("{} is {actual}, the limit is {max}", limit.describe()),
+            limit: Some(LimitViolation { limit, max, actual }),
+            current: None,
+        }
+    }
+
+    pub fn conflict(current: Entry, expected: u64) -> Self {
+        ErrorBody {
+            code: ErrorCode::Conflict,
+            message: format!(
+                "key {:?} is at version {}, not {expected}",
+                current.key, current.version
+            ),
+            limit: None,
+            current: Some(current),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitViolation {
+    pub limit: Limit,
+    pub max: usize,
+    pub actual: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request is malformed: bad key, bad JSON, unknown message, bad request id.
+    InvalidRequest,
+    /// The token does not allow this.
+    NotAllowed,
+    LimitExceeded,
+    /// `if_version` did not match.
+    Conflict,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::NotAllowed => "not_allowed",
+            ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// Why the server ends a connection. `retry()` says whether the client should
+/// reconnect (and resume) or give up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// The client did not read fast enough; its outbound queue filled up.
+    SlowConsumer,
+    /// Another connection joined with the same identity.
+    DuplicateIdentity,
+    /// Removed by the server API.
+    Removed,
+    /// No frame arrived within the idle timeout.
+    IdleTimeout,
+    ServerShutdown,
+    /// The client said `leave`.
+    Left,
+}
+
+impl CloseReason {
+    /// Whether a client should reconnect after this.
+    pub fn retry(self) -> bool {
+        matches!(
+            self,
+            CloseReason::SlowConsumer | CloseReason::IdleTimeout | CloseReason::ServerShutdown
+        )
+    }
+}
+
+/// Why the HTTP upgrade of `/rtc` was refused (status 400, 401 or 403 with this JSON
+/// body).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectRefusal {
+    pub code: ConnectRefusalCode,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectRefusalCode {
+    /// No token, unreadable token, unknown API key or wrong signature.
+    InvalidToken,
+    TokenExpired,
+    TokenNotYetValid,
+    /// The token does not grant joining this room.
+    NotAllowed,
+    /// The client speaks a protocol version this server does not.
+    UnsupportedProtocol,
+    /// A malformed query (e.g. resume parameters).
+    BadRequest,
+}
+
+/// Query parameters of the `/rtc` upgrade request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectParams {
+    /// The access token (a `Authorization: Bearer` header works as well).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    #[serde(default)]
+    pub protocol: u32,
+    /// When set, must equal the token's room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// Resume: the participant sid from `joined`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_sid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_token: Option<String>,
+    /// Resume: the session the client was in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// Resume: the highest event sequence number the client has applied.
+    #[serde(default)]
+    pub last_seq: Seq,
+    /// Resume: the highest request id the client has a reply for.
+    #[serde(default)]
+    pub last_reply_id: RequestId,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn client_messages_have_the_documented_shape() {
+        let set: ClientMessage = serde_json::from_value(json!({
+            "type": "set", "id": 3, "key": "pinned", "value": {"text": "hi"}, "if_version": 0
+        }))
+        .unwrap();
+        assert_eq!(
+            set,
+            ClientMessage::Set {
+                id: 3,
+                key: "pinned".into(),
+                value: json!({"text": "hi"}),
+                if_version: Some(0)
+            }
+        );
+        assert_eq!(
+            serde_json::to_value(ClientMessage::Leave {}).unwrap(),
+            json!({"type": "leave"})
+        );
+        let unknown = serde_json::from_value::<ClientMessage>(json!({"type": "set", "id": 1, "key": "k", "value": 1, "extra": 2}));
+        assert!(unknown.is_err(), "unknown fields are refused");
+    }
+
+    #[test]
+    fn replies_carry_ok_or_error() {
+        let reply = ServerMessage::Reply(Reply {
+            id: 7,
+            outcome: Outcome::Error(ErrorBody::limit(Limit::ValueBytes, 1024, 2000)),
+        });
+        let text = serde_json::to_value(&reply).unwrap();
+        assert_eq!(text["type"], "reply");
+        assert_eq!(text["id"], 7);
+        assert_eq!(text["error"]["code"], "limit_exceeded");
+        assert_eq!(text["error"]["limit"]["limit"], "value_bytes");
+        let back: ServerMessage = serde_json::from_value(text).unwrap();
+        assert_eq!(back, reply);
+
+        let ok = ServerMessage::Reply(Reply {
+            id: 8,
+            outcome: Outcome::Ok(ReplyBody::Entry(Entry::absent("k"))),
+        });
+        let text = serde_json::to_string(&ok).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"reply","id":8,"ok":{"entry":{"key":"k","version":0}}}"#
+        );
+        assert_eq!(serde_json::from_str::<ServerMessage>(&text).unwrap(), ok);
+    }
+
+    #[test]
+    fn a_deleted_entry_has_no_value() {
+        let deleted = ServerMessage::StoreChanged(Entry {
+            key: "k".into(),
+            value: None,
+            version: 12,
+            updated_by: "alice".into(),
+            updated_at: 5,
+        });
+        let text = serde_json::to_string(&deleted).unwrap();
+        assert!(!text.contains("value"));
+        assert_eq!(deleted.seq(), Some(12));
+        assert_eq!(serde_json::from_str::<ServerMessage>(&text).unwrap(), deleted);
+    }
+}

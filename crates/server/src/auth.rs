@@ -1,0 +1,173 @@
+//! Access tokens: HS256 JWTs in LiveKit's claim layout.
+
+use std::collections::BTreeMap;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use roomstate_protocol::{Claims, ConnectRefusal, ConnectRefusalCode};
+
+/// Clock skew tolerated on `exp` and `nbf`.
+const LEEWAY_SECS: u64 = 10;
+
+pub struct Authenticator {
+    keys: BTreeMap<String, String>,
+}
+
+impl Authenticator {
+    pub fn new(keys: BTreeMap<String, String>) -> Self {
+        Authenticator { keys }
+    }
+
+    /// Checks the signature and the time window, and returns the claims.
+    pub fn verify(&self, token: &str) -> Result<Claims, ConnectRefusal> {
+        let refuse = |code, message: String| ConnectRefusal { code, message };
+        // The key that signed the token is named inside it, so read `iss` first.
+        let unverified = jsonwebtoken::dangerous::insecure_decode::<Claims>(token)
+            .map_err(|error| {
+                refuse(
+                    ConnectRefusalCode::InvalidToken,
+                    format!("the access token cannot be read: {error}"),
+                )
+            })?
+            .claims;
+        let secret = self.keys.get(&unverified.iss).ok_or_else(|| {
+            refuse(
+                ConnectRefusalCode::InvalidToken,
+                format!("unknown API key {:?}", unverified.iss),
+            )
+        })?;
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.required_spec_claims.clear();
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECS;
+        let claims = jsonwebtoken::decode::<Claims>(
+            token,
+            &DecodingKey::from_secret(secret.as_bytes()),
+            &validation,
+        )
+        .map_err(|error| match error.kind() {
+            ErrorKind::ExpiredSignature => refuse(
+                ConnectRefusalCode::TokenExpired,
+                "the access token has expired".into(),
+            ),
+            ErrorKind::ImmatureSignature => refuse(
+                ConnectRefusalCode::TokenNotYetValid,
+                "the access token is not valid yet (nbf is in the future)".into(),
+            ),
+            ErrorKind::InvalidSignature => refuse(
+                ConnectRefusalCode::InvalidToken,
+                format!(
+                    "the access token's signature does not match API key {:?}",
+                    unverified.iss
+                ),
+            ),
+            _ => refuse(
+                ConnectRefusalCode::InvalidToken,
+                format!("the access token is not valid: {error}"),
+            ),
+        })?
+        .claims;
+        if claims.sub.is_empty() {
+            return Err(refuse(
+                ConnectRefusalCode::InvalidToken,
+                "the access token has no identity (sub)".into(),
+            ));
+        }
+        Ok(claims)
+    }
+
+    /// Checks that the claims allow joining a room, and returns the room's name.
+    pub fn room_to_join(
+        claims: &Claims,
+        requested: Option<&str>,
+    ) -> Result<String, ConnectRefusal> {
+        let refuse = |message: String| ConnectRefusal {
+            code: ConnectRefusalCode::NotAllowed,
+            message,
+        };
+        if !claims.video.room_join || claims.video.room.is_empty() {
+            return Err(refuse(
+                "the access token does not grant roomJoin for a room".into(),
+            ));
+        }
+        match requested {
+            Some(room) if room != claims.video.room => Err(refuse(format!(
+                "the access token is for room {:?}, not {room:?}",
+                claims.video.room
+            ))),
+            _ => Ok(claims.video.room.clone()),
+        }
+    }
+}
+
+/// Signs `claims` with `secret`. `claims.iss` must name the secret's API key.
+pub fn mint_token(claims: &Claims, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("HS256 signing of serializable claims cannot fail")
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use roomstate_protocol::VideoGrant;
+
+    fn claims(exp: Option<u64>, nbf: Option<u64>) -> Claims {
+        Claims {
+            iss: "key".into(),
+            sub: "alice".into(),
+            exp,
+            nbf,
+            video: VideoGrant {
+                room: "r".into(),
+                room_join: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn auth() -> Authenticator {
+        Authenticator::new([("key".to_string(), "secret".to_string())].into())
+    }
+
+    #[test]
+    fn a_good_token_verifies() {
+        let now = unix_now();
+        let token = mint_token(&claims(Some(now + 60), None), "secret");
+        let verified = auth().verify(&token).unwrap();
+        assert_eq!(verified.sub, "alice");
+        assert_eq!(Authenticator::room_to_join(&verified, None).unwrap(), "r");
+        let wrong_room = Authenticator::room_to_join(&verified, Some("other")).unwrap_err();
+        assert_eq!(wrong_room.code, ConnectRefusalCode::NotAllowed);
+    }
+
+    #[test]
+    fn bad_tokens_are_refused_with_their_reason() {
+        let now = unix_now();
+        let cases = [
+            (mint_token(&claims(None, None), "wrong"), ConnectRefusalCode::InvalidToken),
+            (mint_token(&claims(Some(now - 100), None), "secret"), ConnectRefusalCode::TokenExpired),
+            (mint_token(&claims(None, Some(now + 100)), "secret"), ConnectRefusalCode::TokenNotYetValid),
+            ("not.a.token".to_string(), ConnectRefusalCode::InvalidToken),
+        ];
+        for (token, code) in cases {
+            assert_eq!(auth().verify(&token).unwrap_err().code, code, "{token}");
+        }
+        let mut unknown_key = claims(None, None);
+        unknown_key.iss = "other".into();
+        let refusal = auth().verify(&mint_token(&unknown_key, "secret")).unwrap_err();
+        assert!(refusal.message.contains("unknown API key"), "{}", refusal.message);
+    }
+}

@@ -1,0 +1,172 @@
+//! Server settings: defaults, then a TOML file, then flags and environment variables.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use roomstate_protocol::Limits;
+use serde::Deserialize;
+
+/// The API key and secret `--dev` installs. Never use them outside a laptop.
+pub const DEV_API_KEY: &str = "devkey";
+pub const DEV_API_SECRET: &str = "secret";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub bind: SocketAddr,
+    /// API key -> secret. Tokens are signed with a secret and name its key in `iss`.
+    pub keys: BTreeMap<String, String>,
+    pub limits: Limits,
+    /// How long a participant whose connection dropped stays in the room, waiting to
+    /// resume, before the others are told it left.
+    pub reconnect_grace_ms: u64,
+    /// Frames queued for one connection before it counts as a slow consumer and is
+    /// disconnected (it may resume).
+    pub outbound_queue: usize,
+    /// Recent events kept per room so that resuming clients get exactly what they missed.
+    pub replay_log_events: usize,
+    /// A connection that sends nothing (not even a ping) for this long is closed.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 7880)),
+            keys: BTreeMap::new(),
+            limits: Limits::default(),
+            reconnect_grace_ms: 20_000,
+            outbound_queue: 1024,
+            replay_log_events: 4096,
+            idle_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.display().to_string(),
+            source: Box::new(source),
+        })
+    }
+
+    pub fn reconnect_grace(&self) -> Duration {
+        Duration::from_millis(self.reconnect_grace_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// Parses `key:secret[,key:secret...]`.
+    pub fn parse_keys(text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+        text.split(',')
+            .filter(|pair| !pair.trim().is_empty())
+            .map(|pair| match pair.trim().split_once(':') {
+                Some((key, secret)) if !key.is_empty() && !secret.is_empty() => {
+                    Ok((key.to_string(), secret.to_string()))
+                }
+                _ => Err(ConfigError::Invalid(format!(
+                    "keys must look like key:secret[,key:secret], got {pair:?}"
+                ))),
+            })
+            .collect()
+    }
+
+    /// Applies `name=value`, a field of [`Limits`] and a whole number.
+    pub fn set_limit(&mut self, assignment: &str) -> Result<(), ConfigError> {
+        let invalid = || {
+            ConfigError::Invalid(format!(
+                "a limit looks like name=number (names: value_bytes, keys, store_bytes, \
+                 key_bytes, attributes_bytes, metadata_bytes, name_bytes, frame_bytes), \
+                 got {assignment:?}"
+            ))
+        };
+        let (name, value) = assignment.split_once('=').ok_or_else(invalid)?;
+        let value: usize = value.trim().parse().map_err(|_| invalid())?;
+        let limits = &mut self.limits;
+        let field = match name.trim() {
+            "value_bytes" => &mut limits.value_bytes,
+            "keys" => &mut limits.keys,
+            "store_bytes" => &mut limits.store_bytes,
+            "key_bytes" => &mut limits.key_bytes,
+            "attributes_bytes" => &mut limits.attributes_bytes,
+            "metadata_bytes" => &mut limits.metadata_bytes,
+            "name_bytes" => &mut limits.name_bytes,
+            "frame_bytes" => &mut limits.frame_bytes,
+            _ => return Err(invalid()),
+        };
+        *field = value;
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.keys.is_empty() {
+            return Err(ConfigError::Invalid(
+                "no API keys: pass --keys key:secret, set ROOMSTATE_KEYS, add [keys] to the \
+                 config file, or use --dev"
+                    .into(),
+            ));
+        }
+        if self.outbound_queue == 0 || self.replay_log_events == 0 {
+            return Err(ConfigError::Invalid(
+                "outbound_queue and replay_log_events must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {source}")]
+    Parse {
+        path: String,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_file_overrides_defaults() {
+        let config: ServerConfig = toml::from_str(
+            "bind = \"127.0.0.1:9000\"\nreconnect_grace_ms = 500\n[keys]\nk = \"s\"\n[limits]\nkeys = 5\n",
+        )
+        .unwrap();
+        assert_eq!(config.bind.port(), 9000);
+        assert_eq!(config.reconnect_grace_ms, 500);
+        assert_eq!(config.keys["k"], "s");
+        assert_eq!(config.limits.keys, 5);
+        assert_eq!(config.limits.value_bytes, 1024, "unset limits keep defaults");
+        assert!(toml::from_str::<ServerConfig>("bnid = 1").is_err(), "typos are errors");
+    }
+
+    #[test]
+    fn keys_and_limits_parse_from_flags() {
+        let keys = ServerConfig::parse_keys("a:1, b:2").unwrap();
+        assert_eq!(keys.len(), 2);
+        assert!(ServerConfig::parse_keys("a").is_err());
+        let mut config = ServerConfig::default();
+        config.set_limit("value_bytes=10").unwrap();
+        assert_eq!(config.limits.value_bytes, 10);
+        assert!(config.set_limit("nope=1").is_err());
+        assert!(config.set_limit("keys=x").is_err());
+    }
+}

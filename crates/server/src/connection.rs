@@ -1,0 +1,152 @@
+//! One WebSocket connection: a reader that hands requests to the room, and a writer that
+//! drains the connection's bounded queue onto the socket.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use roomstate_protocol::{ClientMessage, CloseReason, ErrorBody, ErrorCode, ServerMessage};
+use tokio::sync::{mpsc, watch};
+
+use crate::room::{Admission, Closing, Connection, Rooms};
+
+/// Frames written per flush at most, so one busy connection cannot starve the rest.
+const WRITE_BATCH: usize = 64;
+
+pub async fn serve(socket: WebSocket, rooms: Arc<Rooms>, admission: Admission) {
+    let (frames_tx, frames_rx) = mpsc::channel(rooms.config().outbound_queue);
+    let (close_tx, close_rx) = watch::channel(None);
+    let close_tx = Arc::new(close_tx);
+    let connection = Connection::new(frames_tx.clone(), close_tx.clone());
+    let connection_id = connection.id();
+    let admitted = rooms.admit(admission, connection);
+    let (sink, stream) = socket.split();
+    let mut writer = tokio::spawn(write_frames(sink, admitted.initial, frames_rx, close_rx));
+    let idle_timeout = rooms.config().idle_timeout();
+    let ended_by_client = tokio::select! {
+        _ = &mut writer => false,
+        reason = read_frames(stream, &admitted.room, &admitted.sid, connection_id, &frames_tx, idle_timeout) => {
+            if let Some(reason) = reason {
+                close_tx.send_replace(Some(Closing { reason, message: "no frame within the idle timeout".into() }));
+            }
+            true
+        }
+    };
+    admitted.room.connection_closed(&admitted.sid, connection_id);
+    drop(frames_tx);
+    if ended_by_client {
+        // The room no longer holds a sender, so the writer ends once its queue is out.
+        let _ = writer.await;
+    }
+}
+
+/// Reads until the client goes away; returns the reason to close with, if the server
+/// decides to.
+async fn read_frames(
+    mut stream: SplitStream<WebSocket>,
+    room: &Arc<crate::room::Room>,
+    sid: &str,
+    connection_id: u64,
+    frames: &mpsc::Sender<Utf8Bytes>,
+    idle_timeout: std::time::Duration,
+) -> Option<CloseReason> {
+    loop {
+        let message = match tokio::time::timeout(idle_timeout, stream.next()).await {
+            Err(_) => return Some(CloseReason::IdleTimeout),
+            Ok(None) => return None,
+            Ok(Some(Err(error))) => {
+                tracing::debug!(%sid, %error, "websocket read failed");
+                return None;
+            }
+            Ok(Some(Ok(message))) => message,
+        };
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Binary(_) => {
+                reject(frames, "binary frames are not part of the protocol; send JSON text");
+                continue;
+            }
+            Message::Close(_) => return None,
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        match serde_json::from_str::<ClientMessage>(text.as_str()) {
+            Ok(message) => room.handle(sid, connection_id, message),
+            Err(error) => reject(frames, &format!("malformed frame: {error}")),
+        }
+    }
+}
+
+fn reject(frames: &mpsc::Sender<Utf8Bytes>, message: &str) {
+    let rejected = ServerMessage::Rejected {
+        error: ErrorBody::new(ErrorCode::InvalidRequest, message),
+    };
+    let text = serde_json::to_string(&rejected).expect("server messages serialize");
+    // A client that floods bad frames and does not read loses the notices, not memory.
+    let _ = frames.try_send(text.into());
+}
+
+async fn write_frames(
+    mut sink: SplitSink<WebSocket, Message>,
+    initial: Vec<Utf8Bytes>,
+    mut frames: mpsc::Receiver<Utf8Bytes>,
+    mut close: watch::Receiver<Option<Closing>>,
+) {
+    for frame in initial {
+        if sink.feed(Message::Text(frame)).await.is_err() {
+            return;
+        }
+    }
+    if sink.flush().await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            biased;
+            changed = close.changed() => {
+                let closing = if changed.is_ok() { close.borrow().clone() } else { None };
+                if let Some(closing) = closing {
+                    say_goodbye(&mut sink, closing).await;
+                }
+                return;
+            }
+            frame = frames.recv() => {
+                let Some(frame) = frame else {
+                    let _ = sink.close().await;
+                    return;
+                };
+                if sink.feed(Message::Text(frame)).await.is_err() {
+                    return;
+                }
+                for _ in 1..WRITE_BATCH {
+                    match frames.try_recv() {
+                        Ok(frame) => {
+                            if sink.feed(Message::Text(frame)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn say_goodbye(sink: &mut SplitSink<WebSocket, Message>, closing: Closing) {
+    let goodbye = ServerMessage::Goodbye {
+        reason: closing.reason,
+        message: closing.message.clone(),
+    };
+    let text = serde_json::to_string(&goodbye).expect("server messages serialize");
+    let _ = sink.send(Message::Text(text.into())).await;
+    let code = if closing.reason == CloseReason::Left { 1000 } else { 4000 };
+    let mut reason = closing.message;
+    reason.truncate(120); // close frame reasons are at most 123 bytes
+    let _ = sink
+        .send(Message::Close(Some(CloseFrame { code, reason: reason.into() })))
+        .await;
+}

@@ -1,0 +1,105 @@
+//! The HTTP side: the `/rtc` WebSocket upgrade (authentication happens here, before
+//! upgrading, so a refused client gets a status and a reason) and health.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use roomstate_protocol::{ConnectParams, ConnectRefusal, ConnectRefusalCode, PROTOCOL_VERSION, RTC_PATH};
+
+use crate::auth::Authenticator;
+use crate::connection;
+use crate::room::{Admission, ResumeRequest, Rooms};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub rooms: Arc<Rooms>,
+    pub auth: Arc<Authenticator>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(RTC_PATH, get(rtc))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+}
+
+async fn rtc(
+    State(state): State<AppState>,
+    params: Result<Query<ConnectParams>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let admission = match admit(&state, params.map(|Query(params)| params), &headers) {
+        Ok(admission) => admission,
+        Err(refusal) => {
+            let status = match refusal.code {
+                ConnectRefusalCode::InvalidToken
+                | ConnectRefusalCode::TokenExpired
+                | ConnectRefusalCode::TokenNotYetValid => StatusCode::UNAUTHORIZED,
+                ConnectRefusalCode::NotAllowed => StatusCode::FORBIDDEN,
+                ConnectRefusalCode::UnsupportedProtocol | ConnectRefusalCode::BadRequest => {
+                    StatusCode::BAD_REQUEST
+                }
+            };
+            tracing::info!(code = ?refusal.code, message = %refusal.message, "connection refused");
+            return (status, Json(refusal)).into_response();
+        }
+    };
+    let frame_bytes = state.rooms.config().limits.frame_bytes;
+    let rooms = state.rooms.clone();
+    upgrade
+        .max_message_size(frame_bytes)
+        .max_frame_size(frame_bytes)
+        .on_upgrade(move |socket| connection::serve(socket, rooms, admission))
+}
+
+fn admit(
+    state: &AppState,
+    params: Result<ConnectParams, axum::extract::rejection::QueryRejection>,
+    headers: &HeaderMap,
+) -> Result<Admission, ConnectRefusal> {
+    let params = params.map_err(|rejection| ConnectRefusal {
+        code: ConnectRefusalCode::BadRequest,
+        message: format!("bad query: {rejection}"),
+    })?;
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    let token = params.access_token.as_deref().or(bearer).ok_or(ConnectRefusal {
+        code: ConnectRefusalCode::InvalidToken,
+        message: "no access token: pass access_token in the query or an Authorization: Bearer header".into(),
+    })?;
+    if params.protocol != PROTOCOL_VERSION {
+        return Err(ConnectRefusal {
+            code: ConnectRefusalCode::UnsupportedProtocol,
+            message: format!(
+                "this server speaks protocol {PROTOCOL_VERSION}, the client asked for {}",
+                params.protocol
+            ),
+        });
+    }
+    let claims = state.auth.verify(token)?;
+    let room = Authenticator::room_to_join(&claims, params.room.as_deref())?;
+    let resume = match (params.resume_sid, params.resume_token, params.session_id) {
+        (None, None, None) => None,
+        (Some(sid), Some(token), Some(session_id)) => Some(ResumeRequest {
+            sid,
+            token,
+            session_id,
+            last_seq: params.last_seq,
+            last_reply_id: params.last_reply_id,
+        }),
+        _ => {
+            return Err(ConnectRefusal {
+                code: ConnectRefusalCode::BadRequest,
+                message: "resuming takes resume_sid, resume_token and session_id together".into(),
+            })
+        }
+    };
+    Ok(Admission { claims, room, resume })
+}

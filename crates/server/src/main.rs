@@ -1,0 +1,127 @@
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use roomstate_server::config::{ConfigError, DEV_API_KEY, DEV_API_SECRET};
+use roomstate_server::ServerConfig;
+
+/// roomstate: realtime room state (a shared session store and participant attributes)
+/// for apps with live rooms.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the room server.
+    ///
+    /// Settings come from defaults, then --config, then these flags and their
+    /// environment variables. Example: roomstate serve --dev
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:7880].
+    #[arg(long, env = "ROOMSTATE_BIND")]
+    bind: Option<std::net::SocketAddr>,
+    /// Development mode: accept tokens signed by API key "devkey" with secret "secret".
+    #[arg(long)]
+    dev: bool,
+    /// A TOML config file (see docs/configuration.md).
+    #[arg(long, env = "ROOMSTATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// API keys and secrets, as key:secret[,key:secret...].
+    #[arg(long, env = "ROOMSTATE_KEYS", hide_env_values = true)]
+    keys: Option<String>,
+    /// Override a limit, as name=value (repeatable), e.g. --limit value_bytes=2048.
+    #[arg(long = "limit", env = "ROOMSTATE_LIMITS", value_delimiter = ',')]
+    limits: Vec<String>,
+    /// How long a dropped participant may take to resume, in milliseconds [default: 20000].
+    #[arg(long, env = "ROOMSTATE_RECONNECT_GRACE_MS")]
+    reconnect_grace_ms: Option<u64>,
+    /// Log filter, e.g. info or roomstate_server=debug.
+    #[arg(long, env = "ROOMSTATE_LOG", default_value = "info")]
+    log: String,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => match serve(args) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("roomstate serve: {error}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log)?)
+        .with_writer(std::io::stderr)
+        .init();
+    let config = build_config(&args)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let serving = roomstate_server::serve(config, |address| {
+            // Tests and scripts wait for this line.
+            println!("roomstate listening on ws://{address}");
+        });
+        tokio::select! {
+            result = serving => result.map_err(Into::into),
+            _ = shutdown_signal() => {
+                tracing::info!("shutting down");
+                Ok(())
+            }
+        }
+    })
+}
+
+fn build_config(args: &ServeArgs) -> Result<ServerConfig, ConfigError> {
+    let mut config = match &args.config {
+        Some(path) => ServerConfig::from_file(path)?,
+        None => ServerConfig::default(),
+    };
+    if let Some(bind) = args.bind {
+        config.bind = bind;
+    }
+    if let Some(keys) = &args.keys {
+        config.keys.extend(ServerConfig::parse_keys(keys)?);
+    }
+    if args.dev {
+        config.keys.insert(DEV_API_KEY.into(), DEV_API_SECRET.into());
+        eprintln!(
+            "\n  ************************************************************\n  \
+             DEV MODE: accepting tokens for API key {DEV_API_KEY:?}, secret {DEV_API_SECRET:?}.\n  \
+             Anyone who knows them can join any room. Never use --dev in production.\n  \
+             ************************************************************\n"
+        );
+    }
+    for limit in &args.limits {
+        config.set_limit(limit)?;
+    }
+    if let Some(grace) = args.reconnect_grace_ms {
+        config.reconnect_grace_ms = grace;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
