@@ -93,6 +93,20 @@ impl ClientMessage {
             ClientMessage::Leave {} => None,
         }
     }
+
+    /// Sets the request id; clients number requests when they send them, so that ids
+    /// rise in the order the server receives them.
+    pub fn set_request_id(&mut self, request_id: RequestId) {
+        match self {
+            ClientMessage::Set { id, .. }
+            | ClientMessage::Delete { id, .. }
+            | ClientMessage::Get { id, .. }
+            | ClientMessage::Observe { id, .. }
+            | ClientMessage::Unobserve { id, .. }
+            | ClientMessage::UpdateParticipant { id, .. } => *id = request_id,
+            ClientMessage::Leave {} => {}
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,0 +1,359 @@
+//! Test fixtures: a real `roomstate serve` process, tokens, a recording listener and a
+//! TCP proxy that can cut connections.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use roomstate::{
+    ConnectOptions, ConnectionState, KeyChangeListener, Participant, Room, RoomError, RoomListener,
+    SessionStore, StoreEntry,
+};
+use roomstate_protocol::{Claims, RoomStateGrant, VideoGrant};
+use roomstate_server::auth::{mint_token, unix_now};
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+pub const KEY: &str = "testkey";
+pub const SECRET: &str = "testsecret";
+
+/// How long a test waits for something that should happen at once before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+pub struct TestServer {
+    child: Child,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub fn start() -> Self {
+        Self::with_config("")
+    }
+
+    /// Starts a server with extra TOML config lines.
+    pub fn with_config(extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("roomstate.toml");
+        std::fs::write(
+            &config,
+            format!("bind = \"127.0.0.1:0\"\n{extra}\n[keys]\n{KEY} = \"{SECRET}\"\n"),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_roomstate"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("ROOMSTATE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start roomstate serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("roomstate listening on ws://")
+            .unwrap_or_else(|| panic!("unexpected first line from the server: {line:?}"))
+            .parse()
+            .unwrap();
+        TestServer {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Builds access tokens the way an app backend would.
+#[derive(Clone)]
+pub struct Token {
+    pub claims: Claims,
+    secret: String,
+}
+
+impl Token {
+    /// A token for `identity` in `room` that may update its own metadata.
+    pub fn new(room: &str, identity: &str) -> Self {
+        Token {
+            claims: Claims {
+                iss: KEY.into(),
+                sub: identity.into(),
+                exp: Some(unix_now() + 3600),
+                video: VideoGrant {
+                    room: room.into(),
+                    room_join: true,
+                    can_update_own_metadata: Some(true),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            secret: SECRET.into(),
+        }
+    }
+
+    pub fn with(mut self, change: impl FnOnce(&mut Claims)) -> Self {
+        change(&mut self.claims);
+        self
+    }
+
+    pub fn secret(mut self, secret: &str) -> Self {
+        self.secret = secret.into();
+        self
+    }
+
+    pub fn store_grant(self, grant: RoomStateGrant) -> Self {
+        self.with(|claims| claims.roomstate = Some(grant))
+    }
+
+    pub fn sign(&self) -> String {
+        mint_token(&self.claims, &self.secret)
+    }
+}
+
+/// Everything a listener heard, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Heard {
+    Key(String, Option<Value>),
+    StoreAvailable,
+    Connection(ConnectionState),
+    Joined(String),
+    Left(String),
+    Attributes(String, Vec<String>),
+    Metadata(String, String, String),
+    Name(String, String, String),
+    RoomMetadata(String),
+}
+
+#[derive(Default)]
+pub struct Recorder {
+    heard: Mutex<Vec<Heard>>,
+    changed: tokio::sync::Notify,
+}
+
+impl Recorder {
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    fn push(&self, heard: Heard) {
+        self.heard.lock().push(heard);
+        self.changed.notify_waiters();
+    }
+
+    pub fn heard(&self) -> Vec<Heard> {
+        self.heard.lock().clone()
+    }
+
+    /// The values heard for `key`, in order.
+    pub fn values(&self, key: &str) -> Vec<Option<Value>> {
+        self.heard()
+            .into_iter()
+            .filter_map(|heard| match heard {
+                Heard::Key(k, value) if k == key => Some(value),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Waits until `done` holds for what was heard; fails the test after `PATIENCE`.
+    pub async fn wait_until(&self, what: &str, done: impl Fn(&[Heard]) -> bool) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let changed = self.changed.notified();
+            if done(&self.heard()) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                panic!("waited {PATIENCE:?} for {what}; heard {:#?}", self.heard());
+            }
+        }
+    }
+
+    pub async fn wait_for(&self, heard: Heard) {
+        let what = format!("{heard:?}");
+        self.wait_until(&what, |all| all.contains(&heard)).await
+    }
+}
+
+impl KeyChangeListener for Recorder {
+    fn on_key_changed(&self, key: String, entry: Option<StoreEntry>) {
+        self.push(Heard::Key(key, entry.map(|entry| entry.value)));
+    }
+}
+
+impl RoomListener for Recorder {
+    fn on_session_store_available(&self, _store: SessionStore) {
+        self.push(Heard::StoreAvailable);
+    }
+    fn on_connection_state_changed(&self, state: ConnectionState) {
+        self.push(Heard::Connection(state));
+    }
+    fn on_participant_joined(&self, participant: Participant) {
+        self.push(Heard::Joined(participant.identity));
+    }
+    fn on_participant_left(&self, participant: Participant) {
+        self.push(Heard::Left(participant.identity));
+    }
+    fn on_attributes_changed(&self, participant: Participant, changed_keys: Vec<String>) {
+        self.push(Heard::Attributes(participant.identity, changed_keys));
+    }
+    fn on_metadata_changed(&self, participant: Participant, old: String, new: String) {
+        self.push(Heard::Metadata(participant.identity, old, new));
+    }
+    fn on_name_changed(&self, participant: Participant, old: String, new: String) {
+        self.push(Heard::Name(participant.identity, old, new));
+    }
+    fn on_room_metadata_changed(&self, _old: String, new: String) {
+        self.push(Heard::RoomMetadata(new));
+    }
+}
+
+pub fn fast_options() -> ConnectOptions {
+    ConnectOptions {
+        request_timeout: Duration::from_secs(10),
+        reconnect_backoff_min: Duration::from_millis(20),
+        reconnect_backoff_max: Duration::from_millis(200),
+        ..ConnectOptions::default()
+    }
+}
+
+/// A client: a room and the recorder that hears it.
+pub struct Client {
+    pub room: Room,
+    pub heard: Arc<Recorder>,
+}
+
+impl Client {
+    pub async fn join(url: &str, token: &Token) -> Client {
+        Self::try_join(url, token).await.unwrap_or_else(|error| {
+            panic!("{} could not join: {error}", token.claims.sub)
+        })
+    }
+
+    pub async fn try_join(url: &str, token: &Token) -> Result<Client, RoomError> {
+        let heard = Recorder::new();
+        let room = Room::connect(url, &token.sign(), heard.clone(), fast_options()).await?;
+        Ok(Client { room, heard })
+    }
+
+    pub fn store(&self) -> SessionStore {
+        self.room.session_store()
+    }
+
+    /// Observes `keys` with a new recorder.
+    pub fn observe(&self, keys: &[&str]) -> Arc<Recorder> {
+        let recorder = Recorder::new();
+        self.store()
+            .add_key_change_listener(keys.iter().map(|key| key.to_string()).collect(), recorder.clone())
+            .unwrap();
+        recorder
+    }
+}
+
+/// A TCP proxy in front of the server whose connections a test can cut, or stall (stop
+/// passing server frames on, as a client that does not read would), as a network would.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    stalled: Arc<tokio::sync::watch::Sender<bool>>,
+    refusing: Arc<std::sync::atomic::AtomicBool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let stalled = Arc::new(tokio::sync::watch::channel(false).0);
+        let refusing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tracked, stall, refuse) = (connections.clone(), stalled.clone(), refusing.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                if refuse.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection fail
+                }
+                let stall = stall.subscribe();
+                let task = tokio::spawn(async move {
+                    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                    // A small window, so that a stall backs up into the server quickly.
+                    socket.set_recv_buffer_size(4096).unwrap();
+                    let Ok(outbound) = socket.connect(target).await else { return };
+                    let (mut client_read, mut client_write) = inbound.into_split();
+                    let (mut server_read, mut server_write) = outbound.into_split();
+                    let upstream = tokio::io::copy(&mut client_read, &mut server_write);
+                    let downstream = forward_unless_stalled(&mut server_read, &mut client_write, stall);
+                    tokio::select! { _ = upstream => {}, _ = downstream => {} }
+                });
+                tracked.lock().push(task.abort_handle());
+            }
+        });
+        Proxy { addr, connections, stalled, refusing, accept }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Drops every connection through the proxy, both ways.
+    pub fn cut(&self) {
+        for connection in self.connections.lock().drain(..) {
+            connection.abort();
+        }
+    }
+
+    /// Stops passing the server's bytes on (or starts again).
+    pub fn stall(&self, stalled: bool) {
+        self.stalled.send_replace(stalled);
+    }
+
+    /// Refuses new connections (or accepts them again).
+    pub fn refuse(&self, refusing: bool) {
+        self.refusing.store(refusing, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+async fn forward_unless_stalled(
+    from: &mut tokio::net::tcp::OwnedReadHalf,
+    to: &mut tokio::net::tcp::OwnedWriteHalf,
+    mut stalled: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 4096];
+    loop {
+        if stalled.wait_for(|stalled| !*stalled).await.is_err() {
+            return;
+        }
+        match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => {
+                if to.write_all(&buffer[..read]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}

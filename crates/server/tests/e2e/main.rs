@@ -1,0 +1,9 @@
+//! End-to-end tests: a real `roomstate serve` process, real WebSocket clients (the
+//! engine, and raw sockets where a test must misbehave on the wire).
+
+mod harness;
+
+mod auth_and_limits;
+mod participants;
+mod sessions;
+mod store;

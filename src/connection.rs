@@ -1,0 +1,320 @@
+//! The task that keeps a room connected: connects, resumes after drops (with backoff),
+//! sends queued requests and applies what the server says.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use roomstate_protocol::{
+    ClientMessage, CloseReason, ConnectParams, ConnectRefusal, ConnectRefusalCode, ServerMessage,
+    PROTOCOL_VERSION, RTC_PATH,
+};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::error::RoomError;
+use crate::room::{SessionStore, Shared};
+use crate::types::{ConnectionState, DisconnectReason};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How one connection ended.
+enum Ended {
+    /// Reconnect and resume.
+    Lost(String),
+    /// Stop for good.
+    Closed(DisconnectReason),
+}
+
+/// Runs until the room is left. `joined` hears how the first join went; if it failed,
+/// the task ends without retrying.
+pub(crate) async fn run(shared: Arc<Shared>, joined: oneshot::Sender<Result<(), RoomError>>) {
+    let store = SessionStore {
+        shared: Arc::clone(&shared),
+    };
+    let mut joined = Some(joined);
+    let mut closing = shared.closing.subscribe();
+    let mut backoff = Backoff::new(
+        shared.options.reconnect_backoff_min,
+        shared.options.reconnect_backoff_max,
+    );
+    let reason = loop {
+        if *closing.borrow() {
+            break DisconnectReason::ClientRequested;
+        }
+        let url = match connect_url(&shared) {
+            Ok(url) => url,
+            Err(error) => {
+                fail_first(&mut joined, error);
+                return;
+            }
+        };
+        let attempt = tokio::select! {
+            attempt = tokio::time::timeout(shared.options.connect_timeout, connect(&url)) => attempt,
+            _ = until_closing(&mut closing) => break DisconnectReason::ClientRequested,
+        };
+        let problem = match attempt {
+            Ok(Ok(socket)) => match session(&shared, &store, socket, &mut joined, &mut backoff).await {
+                Ended::Closed(reason) => break reason,
+                Ended::Lost(problem) => problem,
+            },
+            Ok(Err(Refused::Fatal(refusal))) => {
+                if joined.is_some() {
+                    fail_first(&mut joined, refusal.into());
+                    return;
+                }
+                break DisconnectReason::TokenRefused {
+                    message: refusal.message,
+                };
+            }
+            Ok(Err(Refused::Transient(problem))) => problem,
+            Err(_) => "connecting timed out".to_string(),
+        };
+        if joined.is_some() {
+            fail_first(&mut joined, RoomError::Connect { message: problem });
+            return;
+        }
+        log::info!("roomstate connection lost ({problem}); reconnecting");
+        {
+            let mut state = shared.state.lock();
+            state.set_connection(ConnectionState::Reconnecting, &shared.notify(&store));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = until_closing(&mut closing) => break DisconnectReason::ClientRequested,
+        }
+    };
+    let mut state = shared.state.lock();
+    for pending in state.outbox.drain_all() {
+        pending.fail(RoomError::NotConnected {
+            message: format!("the room disconnected ({reason:?})"),
+        });
+    }
+    state.set_connection(
+        ConnectionState::Disconnected { reason },
+        &shared.notify(&store),
+    );
+    drop(state);
+    shared.dispatcher.stop();
+}
+
+/// Resolves once the app asked to leave.
+async fn until_closing(closing: &mut tokio::sync::watch::Receiver<bool>) {
+    // The guard `wait_for` returns must not live across an await.
+    let _ = closing.wait_for(|closing| *closing).await.map(|_| ());
+}
+
+fn fail_first(joined: &mut Option<oneshot::Sender<Result<(), RoomError>>>, error: RoomError) {
+    if let Some(joined) = joined.take() {
+        let _ = joined.send(Err(error));
+    }
+    // Nothing else can reach this room; the app never got it.
+}
+
+/// One connection, from handshake to its end.
+async fn session(
+    shared: &Arc<Shared>,
+    store: &SessionStore,
+    socket: Socket,
+    joined: &mut Option<oneshot::Sender<Result<(), RoomError>>>,
+    backoff: &mut Backoff,
+) -> Ended {
+    let (mut sink, mut stream) = socket.split();
+    let handshake = tokio::time::timeout(shared.options.connect_timeout, next_message(&mut stream)).await;
+    let first = match handshake {
+        Err(_) => return Ended::Lost("no handshake from the server".into()),
+        Ok(Err(ended)) => return ended,
+        Ok(Ok(message)) => message,
+    };
+    {
+        let mut state = shared.state.lock();
+        let notify = shared.notify(store);
+        match first {
+            ServerMessage::Joined(info) => state.on_joined(info, &notify),
+            ServerMessage::Resumed(info) => state.on_resumed(info, &notify),
+            ServerMessage::Goodbye { reason, message } => return goodbye(reason, message),
+            other => return Ended::Lost(format!("expected joined or resumed, got {other:?}")),
+        }
+        state.set_connection(ConnectionState::Connected, &notify);
+    }
+    if let Some(joined) = joined.take() {
+        let _ = joined.send(Ok(()));
+    }
+    backoff.reset();
+    let mut closing = shared.closing.subscribe();
+    let mut ping = tokio::time::interval(shared.options.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    loop {
+        let frames = shared.state.lock().outbox.take_sendable();
+        if !frames.is_empty() {
+            for frame in frames {
+                if let Err(error) = sink.feed(Message::text(frame)).await {
+                    return Ended::Lost(format!("send failed: {error}"));
+                }
+            }
+            if let Err(error) = sink.flush().await {
+                return Ended::Lost(format!("send failed: {error}"));
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = until_closing(&mut closing) => {
+                let leave = serde_json::to_string(&ClientMessage::Leave {}).expect("serializes");
+                let _ = sink.send(Message::text(leave)).await;
+                let _ = tokio::time::timeout(Duration::from_millis(500), sink.close()).await;
+                return Ended::Closed(DisconnectReason::ClientRequested);
+            }
+            message = next_message(&mut stream) => {
+                last_heard = Instant::now();
+                match message {
+                    Ok(ServerMessage::Goodbye { reason, message }) => return goodbye(reason, message),
+                    Ok(message) => {
+                        let mut state = shared.state.lock();
+                        state.on_message(message, &shared.notify(store));
+                    }
+                    Err(ended) => return ended,
+                }
+            }
+            _ = shared.wake.notified() => {}
+            _ = ping.tick() => {
+                if last_heard.elapsed() > shared.options.ping_timeout {
+                    return Ended::Lost("no frame from the server within the ping timeout".into());
+                }
+                if let Err(error) = sink.send(Message::Ping(Default::default())).await {
+                    return Ended::Lost(format!("ping failed: {error}"));
+                }
+            }
+        }
+    }
+}
+
+fn goodbye(reason: CloseReason, message: String) -> Ended {
+    log::info!("the server closed the connection: {reason:?}: {message}");
+    match reason {
+        _ if reason.retry() => Ended::Lost(message),
+        CloseReason::DuplicateIdentity => Ended::Closed(DisconnectReason::DuplicateIdentity),
+        CloseReason::Removed => Ended::Closed(DisconnectReason::Removed),
+        _ => Ended::Closed(DisconnectReason::ClientRequested),
+    }
+}
+
+/// The next protocol message; control frames are handled on the way.
+async fn next_message(
+    stream: &mut futures_util::stream::SplitStream<Socket>,
+) -> Result<ServerMessage, Ended> {
+    loop {
+        match stream.next().await {
+            Some(Ok(Message::Text(text))) => {
+                return serde_json::from_str(text.as_str()).map_err(|error| {
+                    Ended::Lost(format!("unreadable frame from the server: {error}"))
+                });
+            }
+            Some(Ok(Message::Close(frame))) => {
+                return Err(Ended::Lost(format!("closed by the server: {frame:?}")))
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(error)) => return Err(Ended::Lost(format!("connection error: {error}"))),
+            None => return Err(Ended::Lost("the connection ended".into())),
+        }
+    }
+}
+
+enum Refused {
+    /// The server said no to this token: retrying will not help.
+    Fatal(ConnectRefusal),
+    Transient(String),
+}
+
+async fn connect(url: &str) -> Result<Socket, Refused> {
+    match tokio_tungstenite::connect_async_with_config(url, None, true).await {
+        Ok((socket, _response)) => Ok(socket),
+        Err(tungstenite::Error::Http(response)) => {
+            let status = response.status();
+            let refusal = response
+                .body()
+                .as_deref()
+                .and_then(|body| serde_json::from_slice::<ConnectRefusal>(body).ok());
+            match refusal {
+                Some(refusal) if status.is_client_error() => Err(Refused::Fatal(refusal)),
+                _ if status.is_client_error() => Err(Refused::Fatal(ConnectRefusal {
+                    code: ConnectRefusalCode::BadRequest,
+                    message: format!("the server answered {status}; is this a roomstate server?"),
+                })),
+                _ => Err(Refused::Transient(format!("the server answered {status}"))),
+            }
+        }
+        Err(error) => Err(Refused::Transient(error.to_string())),
+    }
+}
+
+/// The `/rtc` URL, with resume parameters once the engine has a participant to resume.
+fn connect_url(shared: &Shared) -> Result<String, RoomError> {
+    let invalid = |message: String| RoomError::Connect { message };
+    let mut url = url::Url::parse(&shared.url)
+        .map_err(|error| invalid(format!("bad server URL {:?}: {error}", shared.url)))?;
+    let scheme = match url.scheme() {
+        "ws" | "http" => "ws",
+        "wss" | "https" => "wss",
+        other => return Err(invalid(format!("unsupported URL scheme {other:?}"))),
+    };
+    url.set_scheme(scheme)
+        .map_err(|()| invalid("cannot set the URL scheme".into()))?;
+    if !url.path().ends_with(RTC_PATH) {
+        let path = format!("{}{RTC_PATH}", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+    }
+    let state = shared.state.lock();
+    let mut params = ConnectParams {
+        access_token: Some(shared.token.clone()),
+        protocol: PROTOCOL_VERSION,
+        ..ConnectParams::default()
+    };
+    if let Some(link) = &state.link {
+        params.resume_sid = Some(link.sid.clone());
+        params.resume_token = Some(link.resume_token.clone());
+        params.session_id = Some(link.session_id.clone());
+        params.last_seq = link.last_seq;
+        params.last_reply_id = link.last_reply_id;
+    }
+    let query = serde_json::to_value(&params).expect("params serialize");
+    {
+        let mut pairs = url.query_pairs_mut();
+        for (name, value) in query.as_object().expect("a struct serializes to an object") {
+            match value {
+                serde_json::Value::String(text) => pairs.append_pair(name, text),
+                other => pairs.append_pair(name, &other.to_string()),
+            };
+        }
+    }
+    Ok(url.into())
+}
+
+/// Exponential backoff with full jitter.
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        Backoff {
+            min,
+            max,
+            current: min,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.current = self.min;
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.current;
+        self.current = (self.current * 2).min(self.max);
+        delay.mul_f64(rand::random_range(0.5..=1.0))
+    }
+}

@@ -1,0 +1,438 @@
+//! The app's handles: `Room`, its `SessionStore` and its `LocalParticipant`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use roomstate_protocol::{ClientMessage, ReplyBody, WILDCARD_KEY};
+use serde_json::Value;
+use tokio::runtime::Runtime;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::connection;
+use crate::dispatch::{Dispatcher, ListenerSlot};
+use crate::error::RoomError;
+use crate::listener::{KeyChangeListener, RoomListener};
+use crate::outbox::{ReplyTarget, Withdrawn};
+use crate::state::{EngineState, ListenerId, Notify};
+use crate::types::{ConnectOptions, ConnectionState, Participant, StoreEntry};
+
+/// What every handle of one room shares.
+pub(crate) struct Shared {
+    pub state: Mutex<EngineState>,
+    /// Rung when there is something to send.
+    pub wake: tokio::sync::Notify,
+    /// Set to `true` to leave the room.
+    pub closing: watch::Sender<bool>,
+    pub dispatcher: Dispatcher,
+    pub room_listener: Arc<dyn RoomListener>,
+    pub options: ConnectOptions,
+    pub url: String,
+    pub token: String,
+    pub runtime: tokio::runtime::Handle,
+}
+
+impl Shared {
+    pub fn notify<'a>(&'a self, store: &'a SessionStore) -> Notify<'a> {
+        Notify {
+            dispatcher: &self.dispatcher,
+            room_listener: &self.room_listener,
+            store,
+        }
+    }
+
+    /// Queues a request and waits for its answer, at most `request_timeout`.
+    async fn request(&self, message: ClientMessage) -> Result<ReplyBody, RoomError> {
+        let (reply, answer) = oneshot::channel();
+        let ticket = {
+            let mut state = self.state.lock();
+            if let ConnectionState::Disconnected { reason } = &state.connection {
+                return Err(RoomError::NotConnected {
+                    message: format!("the room is disconnected ({reason:?})"),
+                });
+            }
+            state.outbox.push(message, ReplyTarget::Caller(reply))
+        };
+        self.wake.notify_one();
+        let timeout = self.options.request_timeout;
+        // The timer needs a tokio runtime, and the caller may be on any executor.
+        let waited = self
+            .runtime
+            .spawn(async move { tokio::time::timeout(timeout, answer).await })
+            .await;
+        match waited {
+            Ok(Ok(Ok(result))) => result,
+            Ok(Err(_elapsed)) => match self.state.lock().outbox.withdraw(ticket) {
+                Withdrawn::NotSent => Err(RoomError::Timeout { sent: false }),
+                Withdrawn::Sent | Withdrawn::Answered => Err(RoomError::Timeout { sent: true }),
+            },
+            Ok(Ok(Err(_))) | Err(_) => Err(RoomError::NotConnected {
+                message: "the room was closed".into(),
+            }),
+        }
+    }
+}
+
+/// A connection to one room. Dropping it leaves the room.
+pub struct Room {
+    shared: Arc<Shared>,
+    task: Mutex<Option<JoinHandle<()>>>,
+    runtime: Mutex<Option<Runtime>>,
+}
+
+impl Room {
+    /// Joins the room the token grants, and returns once joined: the session store and
+    /// the participants are known by then. `url` is the server's address, like
+    /// `ws://127.0.0.1:7880` (`http(s)` works too).
+    pub async fn connect(
+        url: &str,
+        token: &str,
+        listener: Arc<dyn RoomListener>,
+        options: ConnectOptions,
+    ) -> Result<Room, RoomError> {
+        let io_error = |error: std::io::Error| RoomError::Internal {
+            message: format!("cannot start the engine: {error}"),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("roomstate-engine")
+            .enable_all()
+            .build()
+            .map_err(io_error)?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(EngineState::new()),
+            wake: tokio::sync::Notify::new(),
+            closing: watch::channel(false).0,
+            dispatcher: Dispatcher::start().map_err(io_error)?,
+            room_listener: listener,
+            options,
+            url: url.to_string(),
+            token: token.to_string(),
+            runtime: runtime.handle().clone(),
+        });
+        let (joined, first_result) = oneshot::channel();
+        let task = runtime.spawn(connection::run(Arc::clone(&shared), joined));
+        let room = Room {
+            shared,
+            task: Mutex::new(Some(task)),
+            runtime: Mutex::new(Some(runtime)),
+        };
+        match first_result.await {
+            Ok(Ok(())) => Ok(room),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(RoomError::Internal {
+                message: "the connection task ended before joining".into(),
+            }),
+        }
+    }
+
+    pub fn connection_state(&self) -> ConnectionState {
+        self.shared.state.lock().connection.clone()
+    }
+
+    /// The current session's id; it changes when the room empties and fills again.
+    pub fn session_id(&self) -> Option<String> {
+        let state = self.shared.state.lock();
+        state.link.as_ref().map(|link| link.session_id.clone())
+    }
+
+    pub fn session_store(&self) -> SessionStore {
+        SessionStore {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    pub fn local_participant(&self) -> LocalParticipant {
+        LocalParticipant {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    pub fn remote_participants(&self) -> Vec<Participant> {
+        let state = self.shared.state.lock();
+        let mut participants: Vec<Participant> = state
+            .remotes
+            .values()
+            .map(|info| Participant::from_info(info, false))
+            .collect();
+        participants.sort_by(|a, b| a.identity.cmp(&b.identity));
+        participants
+    }
+
+    pub fn room_metadata(&self) -> String {
+        self.shared.state.lock().room_metadata.clone()
+    }
+
+    /// Leaves the room: the others are told at once, pending calls fail with
+    /// `NotConnected`, and listener calls already queued still run. Idempotent.
+    pub async fn disconnect(&self) {
+        self.shared.closing.send_replace(true);
+        let task = self.task.lock().take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        self.shutdown_runtime();
+    }
+
+    fn shutdown_runtime(&self) {
+        if let Some(runtime) = self.runtime.lock().take() {
+            // A runtime may not be dropped on an async thread; hand it to one of its own.
+            let _ = std::thread::Builder::new()
+                .name("roomstate-shutdown".into())
+                .spawn(move || runtime.shutdown_timeout(Duration::from_secs(1)));
+        }
+    }
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        self.shared.closing.send_replace(true);
+        // Give the connection task a moment to say goodbye before its runtime stops.
+        if let Some(runtime) = self.runtime.lock().take() {
+            let task = self.task.lock().take();
+            let _ = std::thread::Builder::new()
+                .name("roomstate-shutdown".into())
+                .spawn(move || {
+                    if let Some(task) = task {
+                        let _ = runtime.block_on(async {
+                            tokio::time::timeout(Duration::from_secs(1), task).await
+                        });
+                    }
+                    runtime.shutdown_timeout(Duration::from_secs(1));
+                });
+        }
+    }
+}
+
+/// The room's shared key-value store. Cheap to clone; every clone is the same store.
+#[derive(Clone)]
+pub struct SessionStore {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// Returned by `add_key_change_listener`; pass it to `remove_key_change_listener`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyListenerHandle(ListenerId);
+
+impl SessionStore {
+    /// Calls `listener` with the current value of each key, then with every change.
+    /// `"*"` observes every key. Several listeners may observe one key; each gets the
+    /// current value first.
+    pub fn add_key_change_listener(
+        &self,
+        keys: Vec<String>,
+        listener: Arc<dyn KeyChangeListener>,
+    ) -> Result<KeyListenerHandle, RoomError> {
+        let mut state = self.shared.state.lock();
+        if let ConnectionState::Disconnected { .. } = state.connection {
+            return Err(RoomError::NotConnected {
+                message: "the room is disconnected".into(),
+            });
+        }
+        if keys.is_empty() {
+            return Err(RoomError::InvalidRequest {
+                message: "observe at least one key".into(),
+            });
+        }
+        for key in &keys {
+            if key != WILDCARD_KEY {
+                check_key(key, state.limits.key_bytes)?;
+            }
+        }
+        let notify = self.shared.notify(self);
+        let state = &mut *state;
+        let (id, observe) = state
+            .keys
+            .add_listener(keys, ListenerSlot::new(listener), &notify);
+        if let Some(observe) = observe {
+            let (message, target) = observe.into_request();
+            state.outbox.push(message, target);
+            self.shared.wake.notify_one();
+        }
+        Ok(KeyListenerHandle(id))
+    }
+
+    /// After this returns, the listener is not running and is not called again (from
+    /// inside a listener: not called again). Removing twice is harmless.
+    pub fn remove_key_change_listener(&self, handle: KeyListenerHandle) {
+        let removed = {
+            let mut state = self.shared.state.lock();
+            let removed = state.keys.remove_listener(handle.0);
+            if let Some((_, unobserved)) = &removed {
+                if !unobserved.is_empty() {
+                    state.outbox.push(
+                        ClientMessage::Unobserve {
+                            id: 0,
+                            keys: unobserved.clone(),
+                        },
+                        ReplyTarget::Nobody,
+                    );
+                    self.shared.wake.notify_one();
+                }
+            }
+            removed
+        };
+        // Outside the state lock: this may wait for the listener to return.
+        if let Some((slot, _)) = removed {
+            slot.deactivate(&self.shared.dispatcher);
+        }
+    }
+
+    /// The key's entry: from the engine's copy when the key is observed, else from the
+    /// server.
+    pub async fn get(&self, key: &str) -> Result<Option<StoreEntry>, RoomError> {
+        if let Some(cached) = self.shared.state.lock().keys.cached(key) {
+            return Ok(cached);
+        }
+        let reply = self
+            .shared
+            .request(ClientMessage::Get {
+                id: 0,
+                keys: vec![key.to_string()],
+            })
+            .await?;
+        match reply {
+            ReplyBody::Entries(entries) => Ok(entries
+                .into_iter()
+                .find(|entry| entry.key == key)
+                .and_then(StoreEntry::from_wire)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Writes `value` under `key` (last writer wins); returns the new version.
+    /// A `null` value deletes the key.
+    pub async fn set(&self, key: &str, value: Value) -> Result<u64, RoomError> {
+        self.write(key, Some(value), None).await
+    }
+
+    /// Deletes `key`. Deleting a key that does not exist succeeds.
+    pub async fn delete(&self, key: &str) -> Result<(), RoomError> {
+        self.write(key, None, None).await.map(|_| ())
+    }
+
+    /// Writes only if the key is still at `expected_version` (0: the key must not
+    /// exist); else fails with `RoomError::Conflict` carrying the current entry. `None`
+    /// deletes. Returns the new version.
+    pub async fn compare_and_set(
+        &self,
+        key: &str,
+        expected_version: u64,
+        value: Option<Value>,
+    ) -> Result<u64, RoomError> {
+        self.write(key, value, Some(expected_version)).await
+    }
+
+    async fn write(
+        &self,
+        key: &str,
+        value: Option<Value>,
+        if_version: Option<u64>,
+    ) -> Result<u64, RoomError> {
+        let message = match value {
+            Some(value) => ClientMessage::Set {
+                id: 0,
+                key: key.to_string(),
+                value,
+                if_version,
+            },
+            None => ClientMessage::Delete {
+                id: 0,
+                key: key.to_string(),
+                if_version,
+            },
+        };
+        match self.shared.request(message).await? {
+            ReplyBody::Entry(entry) => Ok(entry.version),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// This client's own participant.
+#[derive(Clone)]
+pub struct LocalParticipant {
+    shared: Arc<Shared>,
+}
+
+impl LocalParticipant {
+    pub fn info(&self) -> Option<Participant> {
+        let state = self.shared.state.lock();
+        state
+            .local
+            .as_ref()
+            .map(|info| Participant::from_info(info, true))
+    }
+
+    /// Merges `attributes` into this participant's: only the keys given change, and an
+    /// empty value deletes its key.
+    pub async fn set_attributes(
+        &self,
+        attributes: HashMap<String, String>,
+    ) -> Result<Participant, RoomError> {
+        self.update(ClientMessage::UpdateParticipant {
+            id: 0,
+            attributes: Some(attributes.into_iter().collect()),
+            metadata: None,
+            name: None,
+        })
+        .await
+    }
+
+    pub async fn set_metadata(&self, metadata: String) -> Result<Participant, RoomError> {
+        self.update(ClientMessage::UpdateParticipant {
+            id: 0,
+            attributes: None,
+            metadata: Some(metadata),
+            name: None,
+        })
+        .await
+    }
+
+    pub async fn set_name(&self, name: String) -> Result<Participant, RoomError> {
+        self.update(ClientMessage::UpdateParticipant {
+            id: 0,
+            attributes: None,
+            metadata: None,
+            name: Some(name),
+        })
+        .await
+    }
+
+    async fn update(&self, message: ClientMessage) -> Result<Participant, RoomError> {
+        match self.shared.request(message).await? {
+            ReplyBody::Participant(info) => Ok(self
+                .shared
+                .state
+                .lock()
+                .participant(&info.sid)
+                .unwrap_or_else(|| Participant::from_info(&info, true))),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn check_key(key: &str, max: usize) -> Result<(), RoomError> {
+    if key.is_empty() {
+        return Err(RoomError::InvalidRequest {
+            message: "keys are non-empty".into(),
+        });
+    }
+    if key.len() > max {
+        return Err(RoomError::LimitExceeded {
+            limit: roomstate_protocol::Limit::KeyBytes,
+            max: max as u64,
+            actual: key.len() as u64,
+            message: format!("the key's size in bytes is {}, the limit is {max}", key.len()),
+        });
+    }
+    Ok(())
+}
+
+fn unexpected(body: ReplyBody) -> RoomError {
+    RoomError::Internal {
+        message: format!("unexpected reply from the server: {body:?}"),
+    }
+}

@@ -1,0 +1,114 @@
+//! The engine's public value types: owned, cloneable, and free of wire details.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use roomstate_protocol::{Entry, ParticipantInfo};
+use serde_json::Value;
+
+/// One key of the session store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreEntry {
+    pub key: String,
+    /// Never JSON `null`: a key whose value is null does not exist.
+    pub value: Value,
+    /// Grows with every change of the key within a session; pass it to
+    /// `compare_and_set` to write only if nobody else wrote first.
+    pub version: u64,
+    /// Identity of the participant (or API caller) that wrote it.
+    pub updated_by: String,
+    /// When the server applied the write, in milliseconds since the Unix epoch.
+    pub updated_at_ms: u64,
+}
+
+impl StoreEntry {
+    /// `None` for an entry that says "no such key".
+    pub(crate) fn from_wire(entry: Entry) -> Option<StoreEntry> {
+        Some(StoreEntry {
+            value: entry.value?,
+            key: entry.key,
+            version: entry.version,
+            updated_by: entry.updated_by,
+            updated_at_ms: entry.updated_at,
+        })
+    }
+}
+
+/// A participant as the app sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Participant {
+    pub sid: String,
+    pub identity: String,
+    pub name: String,
+    pub metadata: String,
+    pub attributes: HashMap<String, String>,
+    pub is_local: bool,
+}
+
+impl Participant {
+    pub(crate) fn from_info(info: &ParticipantInfo, is_local: bool) -> Self {
+        Participant {
+            sid: info.sid.clone(),
+            identity: info.identity.clone(),
+            name: info.name.clone(),
+            metadata: info.metadata.clone(),
+            attributes: info
+                .attributes
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
+            is_local,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionState {
+    Connecting,
+    Connected,
+    /// The connection dropped; the engine is getting it back. Calls wait.
+    Reconnecting,
+    /// For good: calls fail with `RoomError::NotConnected`.
+    Disconnected { reason: DisconnectReason },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The app called `disconnect`.
+    ClientRequested,
+    /// Another connection joined with the same identity.
+    DuplicateIdentity,
+    /// A server API removed this participant.
+    Removed,
+    /// The server refused the token when reconnecting (e.g. it expired meanwhile).
+    TokenRefused { message: String },
+}
+
+/// Tuning for one connection. The defaults suit a phone on a mobile network.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// How long a call waits for its answer, reconnects included.
+    pub request_timeout: Duration,
+    /// How long the first connection may take.
+    pub connect_timeout: Duration,
+    /// The engine pings this often, and gives a connection up after `ping_timeout`
+    /// without any frame.
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    /// Backoff between reconnect attempts: doubles from min to max, with jitter.
+    pub reconnect_backoff_min: Duration,
+    pub reconnect_backoff_max: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(5),
+            ping_timeout: Duration::from_secs(15),
+            reconnect_backoff_min: Duration::from_millis(100),
+            reconnect_backoff_max: Duration::from_secs(5),
+        }
+    }
+}
