@@ -56,10 +56,12 @@ pub(crate) async fn run(shared: Arc<Shared>, joined: oneshot::Sender<Result<(), 
             _ = until_closing(&mut closing) => break DisconnectReason::ClientRequested,
         };
         let problem = match attempt {
-            Ok(Ok(socket)) => match session(&shared, &store, socket, &mut joined, &mut backoff).await {
-                Ended::Closed(reason) => break reason,
-                Ended::Lost(problem) => problem,
-            },
+            Ok(Ok(socket)) => {
+                match session(&shared, &store, socket, &mut joined, &mut backoff).await {
+                    Ended::Closed(reason) => break reason,
+                    Ended::Lost(problem) => problem,
+                }
+            }
             Ok(Err(Refused::Fatal(refusal))) => {
                 if joined.is_some() {
                     fail_first(&mut joined, refusal.into());
@@ -122,7 +124,8 @@ async fn session(
     backoff: &mut Backoff,
 ) -> Ended {
     let (mut sink, mut stream) = socket.split();
-    let handshake = tokio::time::timeout(shared.options.connect_timeout, next_message(&mut stream)).await;
+    let handshake =
+        tokio::time::timeout(shared.options.connect_timeout, next_message(&mut stream)).await;
     let first = match handshake {
         Err(_) => return Ended::Lost("no handshake from the server".into()),
         Ok(Err(ended)) => return ended,

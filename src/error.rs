@@ -64,7 +64,9 @@ impl From<ErrorBody> for RoomError {
                 message: error.message,
             },
             ErrorCode::Conflict => RoomError::Conflict {
-                current: error.current.and_then(StoreEntry::from_wire),
+                current: error
+                    .current
+                    .and_then(|entry| StoreEntry::from_wire(*entry)),
             },
             ErrorCode::InvalidRequest => RoomError::InvalidRequest {
                 message: error.message,

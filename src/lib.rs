@@ -32,9 +32,7 @@ pub use error::RoomError;
 pub use listener::{KeyChangeListener, RoomListener};
 pub use room::{KeyListenerHandle, LocalParticipant, Room, SessionStore};
 pub use roomstate_protocol::{ConnectRefusalCode, Limit};
-pub use types::{
-    ConnectOptions, ConnectionState, DisconnectReason, Participant, StoreEntry,
-};
+pub use types::{ConnectOptions, ConnectionState, DisconnectReason, Participant, StoreEntry};
 
 /// A room listener that ignores everything, for apps that only use key listeners.
 pub struct NoRoomListener;

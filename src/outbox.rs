@@ -78,7 +78,8 @@ impl Outbox {
             };
             self.next_request_id += 1;
             pending.message.set_request_id(self.next_request_id);
-            frames.push(serde_json::to_string(&pending.message).expect("client messages serialize"));
+            frames
+                .push(serde_json::to_string(&pending.message).expect("client messages serialize"));
             self.in_flight.insert(self.next_request_id, pending);
         }
         frames
@@ -109,7 +110,11 @@ impl Outbox {
 
     /// Gives up on a request whose caller stopped waiting.
     pub fn withdraw(&mut self, ticket: u64) -> Withdrawn {
-        if let Some(index) = self.unsent.iter().position(|pending| pending.ticket == ticket) {
+        if let Some(index) = self
+            .unsent
+            .iter()
+            .position(|pending| pending.ticket == ticket)
+        {
             self.unsent.remove(index);
             return Withdrawn::NotSent;
         }
@@ -142,16 +147,28 @@ mod tests {
     use super::*;
 
     fn observe() -> ClientMessage {
-        ClientMessage::Observe { id: 0, keys: vec!["k".into()] }
+        ClientMessage::Observe {
+            id: 0,
+            keys: vec!["k".into()],
+        }
     }
 
     #[test]
     fn ids_rise_in_send_order_even_for_requests_queued_in_front() {
         let mut outbox = Outbox::default();
-        outbox.push(ClientMessage::Get { id: 0, keys: vec![] }, ReplyTarget::Nobody);
+        outbox.push(
+            ClientMessage::Get {
+                id: 0,
+                keys: vec![],
+            },
+            ReplyTarget::Nobody,
+        );
         outbox.push_front(observe(), ReplyTarget::Nobody);
         let frames = outbox.take_sendable();
-        assert!(frames[0].contains(r#""type":"observe","id":1"#), "{frames:?}");
+        assert!(
+            frames[0].contains(r#""type":"observe","id":1"#),
+            "{frames:?}"
+        );
         assert!(frames[1].contains(r#""type":"get","id":2"#), "{frames:?}");
     }
 
@@ -165,7 +182,10 @@ mod tests {
         outbox.requeue_unprocessed(1);
         let again = outbox.take_sendable();
         assert_eq!(again.len(), 2);
-        assert!(again[0].contains(r#""id":4"#) && again[1].contains(r#""id":5"#), "{again:?}");
+        assert!(
+            again[0].contains(r#""id":4"#) && again[1].contains(r#""id":5"#),
+            "{again:?}"
+        );
         assert!(outbox.answered(1).is_some());
     }
 

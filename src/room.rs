@@ -425,7 +425,10 @@ fn check_key(key: &str, max: usize) -> Result<(), RoomError> {
             limit: roomstate_protocol::Limit::KeyBytes,
             max: max as u64,
             actual: key.len() as u64,
-            message: format!("the key's size in bytes is {}, the limit is {max}", key.len()),
+            message: format!(
+                "the key's size in bytes is {}, the limit is {max}",
+                key.len()
+            ),
         });
     }
     Ok(())

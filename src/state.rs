@@ -8,8 +8,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use roomstate_protocol::{
-    ClientMessage, Entry, JoinInfo, Limits, Outcome, ParticipantInfo, Reply, ReplyBody,
-    RequestId, ResumeInfo, Seq, ServerMessage, Snapshot, WILDCARD_KEY,
+    ClientMessage, Entry, JoinInfo, Limits, Outcome, ParticipantInfo, Reply, ReplyBody, RequestId,
+    ResumeInfo, Seq, ServerMessage, Snapshot, WILDCARD_KEY,
 };
 
 use crate::dispatch::{Dispatcher, ListenerSlot};
@@ -77,6 +77,7 @@ impl EngineState {
 
     /// A fresh join: the first, or after the server forgot this participant.
     pub fn on_joined(&mut self, info: JoinInfo, notify: &Notify) {
+        let first_join = self.link.is_none();
         let new_session = self
             .link
             .as_ref()
@@ -93,7 +94,23 @@ impl EngineState {
             last_reply_id: 0,
         });
         self.limits = info.limits;
-        self.apply_snapshot_of_people(info.local, info.participants, info.room_metadata, notify);
+        if first_join {
+            // Who is already here is part of what `connect` returns, not news.
+            self.local = Some(info.local);
+            self.remotes = info
+                .participants
+                .into_iter()
+                .map(|participant| (participant.sid.clone(), participant))
+                .collect();
+            self.room_metadata = info.room_metadata;
+        } else {
+            self.apply_snapshot_of_people(
+                info.local,
+                info.participants,
+                info.room_metadata,
+                notify,
+            );
+        }
         if new_session {
             self.keys.new_session();
         }
@@ -128,7 +145,9 @@ impl EngineState {
     /// Applies one message after the handshake. Replies are answered here too.
     pub fn on_message(&mut self, message: ServerMessage, notify: &Notify) {
         if let Some(seq) = message.seq() {
-            let Some(link) = self.link.as_mut() else { return };
+            let Some(link) = self.link.as_mut() else {
+                return;
+            };
             if seq <= link.last_seq {
                 return; // Already applied: a replay overlapped what had arrived.
             }
@@ -153,7 +172,9 @@ impl EngineState {
             ServerMessage::Rejected { error } => {
                 log::warn!("the server rejected a frame: {}", error.message)
             }
-            ServerMessage::Joined(_) | ServerMessage::Resumed(_) | ServerMessage::Goodbye { .. } => {
+            ServerMessage::Joined(_)
+            | ServerMessage::Resumed(_)
+            | ServerMessage::Goodbye { .. } => {
                 log::warn!("unexpected handshake message mid-connection; ignored")
             }
         }
@@ -217,7 +238,10 @@ impl EngineState {
     }
 
     fn upsert_participant(&mut self, new: ParticipantInfo, notify: &Notify) {
-        let is_local = self.local.as_ref().is_some_and(|local| local.sid == new.sid);
+        let is_local = self
+            .local
+            .as_ref()
+            .is_some_and(|local| local.sid == new.sid);
         let slot = if is_local {
             self.local.as_mut()
         } else {
@@ -444,11 +468,15 @@ impl KeyRegistry {
             keys.sort();
             for key in keys {
                 let entry = self.cache[key].entry.clone();
-                notify.dispatcher.key_changed(&record.slot, key.clone(), Some(entry));
+                notify
+                    .dispatcher
+                    .key_changed(&record.slot, key.clone(), Some(entry));
             }
         } else {
             let entry = self.cache.get(key).map(|cached| cached.entry.clone());
-            notify.dispatcher.key_changed(&record.slot, key.to_string(), entry);
+            notify
+                .dispatcher
+                .key_changed(&record.slot, key.to_string(), entry);
         }
     }
 
@@ -499,14 +527,22 @@ impl KeyRegistry {
             for id in &state.listeners {
                 let record = &self.listeners[id];
                 if record.initialized.contains(scope) && told.insert(*id) {
-                    notify.dispatcher.key_changed(&record.slot, key.clone(), new.clone());
+                    notify
+                        .dispatcher
+                        .key_changed(&record.slot, key.clone(), new.clone());
                 }
             }
         }
     }
 
     /// The answer to an observe of `keys`.
-    fn on_observed(&mut self, token: ObserveToken, keys: &[String], entries: Vec<Entry>, notify: &Notify) {
+    fn on_observed(
+        &mut self,
+        token: ObserveToken,
+        keys: &[String],
+        entries: Vec<Entry>,
+        notify: &Notify,
+    ) {
         let mut now_live = Vec::new();
         for key in keys {
             if let Some(state) = self.keys.get_mut(key) {

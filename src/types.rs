@@ -69,7 +69,9 @@ pub enum ConnectionState {
     /// The connection dropped; the engine is getting it back. Calls wait.
     Reconnecting,
     /// For good: calls fail with `RoomError::NotConnected`.
-    Disconnected { reason: DisconnectReason },
+    Disconnected {
+        reason: DisconnectReason,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -62,10 +62,19 @@ pub enum ClientMessage {
         if_version: Option<u64>,
     },
     /// Reads keys once, without observing them.
-    Get { id: RequestId, keys: Vec<String> },
+    Get {
+        id: RequestId,
+        keys: Vec<String>,
+    },
     /// Adds keys to this participant's observed set; answered with their current entries.
-    Observe { id: RequestId, keys: Vec<String> },
-    Unobserve { id: RequestId, keys: Vec<String> },
+    Observe {
+        id: RequestId,
+        keys: Vec<String>,
+    },
+    Unobserve {
+        id: RequestId,
+        keys: Vec<String>,
+    },
     /// Changes the sender's own participant. Absent fields are left as they are;
     /// `attributes` merges, and an empty string value deletes that attribute.
     UpdateParticipant {
@@ -145,9 +154,14 @@ pub enum ServerMessage {
     },
     /// A frame the server could not use (not JSON, unknown type, missing fields). The
     /// connection stays open.
-    Rejected { error: ErrorBody },
+    Rejected {
+        error: ErrorBody,
+    },
     /// Sent just before the server closes the connection, saying why.
-    Goodbye { reason: CloseReason, message: String },
+    Goodbye {
+        reason: CloseReason,
+        message: String,
+    },
 }
 
 impl ServerMessage {
@@ -296,7 +310,7 @@ pub struct ErrorBody {
     pub limit: Option<LimitViolation>,
     /// For `conflict`: the key's entry now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub current: Option<Entry>,
+    pub current: Option<Box<Entry>>,
 }
 
 impl ErrorBody {
@@ -326,7 +340,7 @@ impl ErrorBody {
                 current.key, current.version
             ),
             limit: None,
-            current: Some(current),
+            current: Some(Box::new(current)),
         }
     }
 }
@@ -465,7 +479,9 @@ mod tests {
             serde_json::to_value(ClientMessage::Leave {}).unwrap(),
             json!({"type": "leave"})
         );
-        let unknown = serde_json::from_value::<ClientMessage>(json!({"type": "set", "id": 1, "key": "k", "value": 1, "extra": 2}));
+        let unknown = serde_json::from_value::<ClientMessage>(
+            json!({"type": "set", "id": 1, "key": "k", "value": 1, "extra": 2}),
+        );
         assert!(unknown.is_err(), "unknown fields are refused");
     }
 
@@ -507,6 +523,9 @@ mod tests {
         let text = serde_json::to_string(&deleted).unwrap();
         assert!(!text.contains("value"));
         assert_eq!(deleted.seq(), Some(12));
-        assert_eq!(serde_json::from_str::<ServerMessage>(&text).unwrap(), deleted);
+        assert_eq!(
+            serde_json::from_str::<ServerMessage>(&text).unwrap(),
+            deleted
+        );
     }
 }

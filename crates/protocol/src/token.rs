@@ -81,7 +81,9 @@ impl Claims {
             .as_ref()
             .and_then(|grant| grant.store_write_prefixes.as_ref())
         {
-            Some(prefixes) => prefixes.iter().any(|prefix| key.starts_with(prefix.as_str())),
+            Some(prefixes) => prefixes
+                .iter()
+                .any(|prefix| key.starts_with(prefix.as_str())),
             None => true,
         }
     }

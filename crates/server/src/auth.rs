@@ -157,9 +157,18 @@ mod tests {
     fn bad_tokens_are_refused_with_their_reason() {
         let now = unix_now();
         let cases = [
-            (mint_token(&claims(None, None), "wrong"), ConnectRefusalCode::InvalidToken),
-            (mint_token(&claims(Some(now - 100), None), "secret"), ConnectRefusalCode::TokenExpired),
-            (mint_token(&claims(None, Some(now + 100)), "secret"), ConnectRefusalCode::TokenNotYetValid),
+            (
+                mint_token(&claims(None, None), "wrong"),
+                ConnectRefusalCode::InvalidToken,
+            ),
+            (
+                mint_token(&claims(Some(now - 100), None), "secret"),
+                ConnectRefusalCode::TokenExpired,
+            ),
+            (
+                mint_token(&claims(None, Some(now + 100)), "secret"),
+                ConnectRefusalCode::TokenNotYetValid,
+            ),
             ("not.a.token".to_string(), ConnectRefusalCode::InvalidToken),
         ];
         for (token, code) in cases {
@@ -167,7 +176,13 @@ mod tests {
         }
         let mut unknown_key = claims(None, None);
         unknown_key.iss = "other".into();
-        let refusal = auth().verify(&mint_token(&unknown_key, "secret")).unwrap_err();
-        assert!(refusal.message.contains("unknown API key"), "{}", refusal.message);
+        let refusal = auth()
+            .verify(&mint_token(&unknown_key, "secret"))
+            .unwrap_err();
+        assert!(
+            refusal.message.contains("unknown API key"),
+            "{}",
+            refusal.message
+        );
     }
 }

@@ -154,8 +154,14 @@ mod tests {
         assert_eq!(config.reconnect_grace_ms, 500);
         assert_eq!(config.keys["k"], "s");
         assert_eq!(config.limits.keys, 5);
-        assert_eq!(config.limits.value_bytes, 1024, "unset limits keep defaults");
-        assert!(toml::from_str::<ServerConfig>("bnid = 1").is_err(), "typos are errors");
+        assert_eq!(
+            config.limits.value_bytes, 1024,
+            "unset limits keep defaults"
+        );
+        assert!(
+            toml::from_str::<ServerConfig>("bnid = 1").is_err(),
+            "typos are errors"
+        );
     }
 
     #[test]

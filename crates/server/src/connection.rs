@@ -33,7 +33,9 @@ pub async fn serve(socket: WebSocket, rooms: Arc<Rooms>, admission: Admission) {
             true
         }
     };
-    admitted.room.connection_closed(&admitted.sid, connection_id);
+    admitted
+        .room
+        .connection_closed(&admitted.sid, connection_id);
     drop(frames_tx);
     if ended_by_client {
         // The room no longer holds a sender, so the writer ends once its queue is out.
@@ -64,7 +66,10 @@ async fn read_frames(
         let text = match message {
             Message::Text(text) => text,
             Message::Binary(_) => {
-                reject(frames, "binary frames are not part of the protocol; send JSON text");
+                reject(
+                    frames,
+                    "binary frames are not part of the protocol; send JSON text",
+                );
                 continue;
             }
             Message::Close(_) => return None,
@@ -143,10 +148,17 @@ async fn say_goodbye(sink: &mut SplitSink<WebSocket, Message>, closing: Closing)
     };
     let text = serde_json::to_string(&goodbye).expect("server messages serialize");
     let _ = sink.send(Message::Text(text.into())).await;
-    let code = if closing.reason == CloseReason::Left { 1000 } else { 4000 };
+    let code = if closing.reason == CloseReason::Left {
+        1000
+    } else {
+        4000
+    };
     let mut reason = closing.message;
     reason.truncate(120); // close frame reasons are at most 123 bytes
     let _ = sink
-        .send(Message::Close(Some(CloseFrame { code, reason: reason.into() })))
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })))
         .await;
 }

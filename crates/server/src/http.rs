@@ -8,7 +8,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use roomstate_protocol::{ConnectParams, ConnectRefusal, ConnectRefusalCode, PROTOCOL_VERSION, RTC_PATH};
+use roomstate_protocol::{
+    ConnectParams, ConnectRefusal, ConnectRefusalCode, PROTOCOL_VERSION, RTC_PATH,
+};
 
 use crate::auth::Authenticator;
 use crate::connection;
@@ -70,10 +72,16 @@ fn admit(
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "));
-    let token = params.access_token.as_deref().or(bearer).ok_or(ConnectRefusal {
-        code: ConnectRefusalCode::InvalidToken,
-        message: "no access token: pass access_token in the query or an Authorization: Bearer header".into(),
-    })?;
+    let token = params
+        .access_token
+        .as_deref()
+        .or(bearer)
+        .ok_or(ConnectRefusal {
+            code: ConnectRefusalCode::InvalidToken,
+            message:
+                "no access token: pass access_token in the query or an Authorization: Bearer header"
+                    .into(),
+        })?;
     if params.protocol != PROTOCOL_VERSION {
         return Err(ConnectRefusal {
             code: ConnectRefusalCode::UnsupportedProtocol,
@@ -101,5 +109,9 @@ fn admit(
             })
         }
     };
-    Ok(Admission { claims, room, resume })
+    Ok(Admission {
+        claims,
+        room,
+        resume,
+    })
 }

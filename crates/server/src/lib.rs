@@ -15,7 +15,10 @@ pub use config::ServerConfig;
 
 /// Binds `config.bind` and serves until the process ends. `on_listening` is told the
 /// bound address (useful with port 0).
-pub async fn serve(config: ServerConfig, on_listening: impl FnOnce(SocketAddr)) -> std::io::Result<()> {
+pub async fn serve(
+    config: ServerConfig,
+    on_listening: impl FnOnce(SocketAddr),
+) -> std::io::Result<()> {
     let config = Arc::new(config);
     let state = http::AppState {
         rooms: Arc::new(room::Rooms::new(config.clone())),

@@ -94,7 +94,9 @@ fn build_config(args: &ServeArgs) -> Result<ServerConfig, ConfigError> {
         config.keys.extend(ServerConfig::parse_keys(keys)?);
     }
     if args.dev {
-        config.keys.insert(DEV_API_KEY.into(), DEV_API_SECRET.into());
+        config
+            .keys
+            .insert(DEV_API_KEY.into(), DEV_API_SECRET.into());
         eprintln!(
             "\n  ************************************************************\n  \
              DEV MODE: accepting tokens for API key {DEV_API_KEY:?}, secret {DEV_API_SECRET:?}.\n  \
@@ -116,7 +118,8 @@ async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}

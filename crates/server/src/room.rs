@@ -13,13 +13,13 @@ use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
 use roomstate_protocol::{
     Claims, ClientMessage, CloseReason, Entry, ErrorBody, ErrorCode, JoinInfo, Limit, Limits,
-    Outcome, ParticipantInfo, ParticipantPermission, Reply, ReplyBody, RequestId, ResumeInfo,
-    Seq, ServerMessage, Snapshot, MAX_REQUESTS_IN_FLIGHT, PROTOCOL_VERSION, WILDCARD_KEY,
+    Outcome, ParticipantInfo, ParticipantPermission, Reply, ReplyBody, RequestId, ResumeInfo, Seq,
+    ServerMessage, Snapshot, MAX_REQUESTS_IN_FLIGHT, PROTOCOL_VERSION, WILDCARD_KEY,
 };
 use tokio::sync::{mpsc, watch};
 
 use crate::config::ServerConfig;
-use crate::store::{validate_key, Store};
+use crate::store::{validate_key, Change, Store};
 
 /// Replies kept per participant for replay on resume: more than a client may have in
 /// flight, so none it is waiting for can be missing.
@@ -69,7 +69,10 @@ pub struct Closing {
 }
 
 impl Connection {
-    pub fn new(frames: mpsc::Sender<Utf8Bytes>, close: Arc<watch::Sender<Option<Closing>>>) -> Self {
+    pub fn new(
+        frames: mpsc::Sender<Utf8Bytes>,
+        close: Arc<watch::Sender<Option<Closing>>>,
+    ) -> Self {
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Connection {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -242,7 +245,10 @@ impl Room {
     fn unregister(self: &Arc<Self>) {
         if let Some(registry) = self.registry.upgrade() {
             let mut rooms = registry.lock();
-            if rooms.get(&self.name).is_some_and(|room| Arc::ptr_eq(room, self)) {
+            if rooms
+                .get(&self.name)
+                .is_some_and(|room| Arc::ptr_eq(room, self))
+            {
                 rooms.remove(&self.name);
             }
         }
@@ -385,9 +391,9 @@ impl Room {
                 if_version,
                 ..
             } => self.write(session, sid, &key, Some(value), if_version),
-            ClientMessage::Delete { key, if_version, .. } => {
-                self.write(session, sid, &key, None, if_version)
-            }
+            ClientMessage::Delete {
+                key, if_version, ..
+            } => self.write(session, sid, &key, None, if_version),
             ClientMessage::Get { keys, .. } => {
                 validate_keys(&keys, &limits)?;
                 Ok(ReplyBody::Entries(session.entries(&keys)))
@@ -438,7 +444,9 @@ impl Room {
                 }
                 let mut info = participant.info.clone();
                 apply_participant_update(&mut info, attributes, metadata, name, &limits)?;
-                Ok(ReplyBody::Participant(self.update_participant(session, sid, info)))
+                Ok(ReplyBody::Participant(
+                    self.update_participant(session, sid, info),
+                ))
             }
             ClientMessage::Leave {} => unreachable!("leave carries no request id"),
         }
@@ -462,10 +470,15 @@ impl Room {
         let author = participant.info.identity.clone();
         let seq = session.seq + 1;
         let limits = *self.limits();
-        match session
-            .store
-            .write(key, value, if_version, &author, now_millis(), seq, &limits)?
-        {
+        let change = Change {
+            key,
+            value,
+            if_version,
+            author: &author,
+            at: now_millis(),
+            seq,
+        };
+        match session.store.write(change, &limits)? {
             Some(written) => {
                 session.seq = seq;
                 self.emit(
@@ -590,7 +603,11 @@ impl Room {
     }
 
     /// Removes a participant, tells the others, and returns its connection.
-    fn remove_participant(self: &Arc<Self>, session: &mut Session, sid: &str) -> Option<Connection> {
+    fn remove_participant(
+        self: &Arc<Self>,
+        session: &mut Session,
+        sid: &str,
+    ) -> Option<Connection> {
         let participant = session.participants.remove(sid)?;
         if !participant.info.permission.hidden {
             let seq = session.next_seq();
@@ -682,7 +699,10 @@ impl Session {
             return None;
         }
         if let Some(old) = participant.connection.replace(connection) {
-            old.close(CloseReason::DuplicateIdentity, "replaced by a resumed connection");
+            old.close(
+                CloseReason::DuplicateIdentity,
+                "replaced by a resumed connection",
+            );
         }
         participant.departure += 1;
         let participant = &self.participants[&request.sid];
@@ -695,7 +715,9 @@ impl Session {
             && self
                 .log
                 .front()
-                .map_or(request.last_seq == self.seq, |oldest| oldest.seq <= request.last_seq + 1);
+                .map_or(request.last_seq == self.seq, |oldest| {
+                    oldest.seq <= request.last_seq + 1
+                });
         let mut info = ResumeInfo {
             session_id: self.id.clone(),
             last_request_id: participant.last_request_id,
@@ -706,7 +728,11 @@ impl Session {
             frames.push(frame(&ServerMessage::Resumed(info)));
             // Events and replies in the order they were first sent.
             let mut replies = replies.into_iter().peekable();
-            for logged in self.log.iter().filter(|logged| logged.seq > request.last_seq) {
+            for logged in self
+                .log
+                .iter()
+                .filter(|logged| logged.seq > request.last_seq)
+            {
                 while let Some(reply) = replies.next_if(|reply| reply.after_seq < logged.seq) {
                     frames.push(reply.frame.clone());
                 }
@@ -778,23 +804,38 @@ pub fn apply_participant_update(
 ) -> Result<(), ErrorBody> {
     if let Some(metadata) = metadata {
         if metadata.len() > limits.metadata_bytes {
-            return Err(ErrorBody::limit(Limit::MetadataBytes, limits.metadata_bytes, metadata.len()));
+            return Err(ErrorBody::limit(
+                Limit::MetadataBytes,
+                limits.metadata_bytes,
+                metadata.len(),
+            ));
         }
         info.metadata = metadata;
     }
     if let Some(name) = name {
         if name.len() > limits.name_bytes {
-            return Err(ErrorBody::limit(Limit::NameBytes, limits.name_bytes, name.len()));
+            return Err(ErrorBody::limit(
+                Limit::NameBytes,
+                limits.name_bytes,
+                name.len(),
+            ));
         }
         info.name = name;
     }
     if let Some(attributes) = attributes {
         for (key, value) in attributes {
             if key.is_empty() {
-                return Err(ErrorBody::new(ErrorCode::InvalidRequest, "attribute keys are non-empty"));
+                return Err(ErrorBody::new(
+                    ErrorCode::InvalidRequest,
+                    "attribute keys are non-empty",
+                ));
             }
             if key.len() > limits.key_bytes {
-                return Err(ErrorBody::limit(Limit::KeyBytes, limits.key_bytes, key.len()));
+                return Err(ErrorBody::limit(
+                    Limit::KeyBytes,
+                    limits.key_bytes,
+                    key.len(),
+                ));
             }
             if value.is_empty() {
                 info.attributes.remove(&key);
@@ -803,9 +844,17 @@ pub fn apply_participant_update(
             }
         }
         // Checked on the merged result: many small updates must not add up past it.
-        let total: usize = info.attributes.iter().map(|(key, value)| key.len() + value.len()).sum();
+        let total: usize = info
+            .attributes
+            .iter()
+            .map(|(key, value)| key.len() + value.len())
+            .sum();
         if total > limits.attributes_bytes {
-            return Err(ErrorBody::limit(Limit::AttributesBytes, limits.attributes_bytes, total));
+            return Err(ErrorBody::limit(
+                Limit::AttributesBytes,
+                limits.attributes_bytes,
+                total,
+            ));
         }
     }
     Ok(())

@@ -25,6 +25,18 @@ struct Stored {
 /// One write the store accepted: the entry after it (no value: deleted).
 pub type Written = Entry;
 
+/// A write to apply: `value` None (or JSON null) deletes; with `if_version`, only if
+/// the key is at that version (0: absent).
+pub struct Change<'a> {
+    pub key: &'a str,
+    pub value: Option<Value>,
+    pub if_version: Option<u64>,
+    pub author: &'a str,
+    pub at: Millis,
+    /// The sequence number this change gets if it is applied.
+    pub seq: Seq,
+}
+
 impl Store {
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -61,19 +73,17 @@ impl Store {
         self.entries.get(key).map_or(0, |stored| stored.version)
     }
 
-    /// Writes `value` (None or JSON null: delete) under `key` as change number `seq`.
-    /// Returns `Ok(None)` when the write changes nothing (deleting an absent key);
-    /// on error, nothing changed.
-    pub fn write(
-        &mut self,
-        key: &str,
-        value: Option<Value>,
-        if_version: Option<u64>,
-        author: &str,
-        now: Millis,
-        seq: Seq,
-        limits: &Limits,
-    ) -> Result<Option<Written>, ErrorBody> {
+    /// Applies `change`. Returns `Ok(None)` when it changes nothing (deleting an absent
+    /// key); on error, nothing changed.
+    pub fn write(&mut self, change: Change, limits: &Limits) -> Result<Option<Written>, ErrorBody> {
+        let Change {
+            key,
+            value,
+            if_version,
+            author,
+            at: now,
+            seq,
+        } = change;
         validate_key(key, limits)?;
         let value = value.filter(|value| !value.is_null());
         if let Some(expected) = if_version {
@@ -102,14 +112,26 @@ impl Store {
             .expect("a JSON value serializes")
             .len();
         if value_bytes > limits.value_bytes {
-            return Err(ErrorBody::limit(Limit::ValueBytes, limits.value_bytes, value_bytes));
+            return Err(ErrorBody::limit(
+                Limit::ValueBytes,
+                limits.value_bytes,
+                value_bytes,
+            ));
         }
         if old_bytes == 0 && self.entries.len() >= limits.keys {
-            return Err(ErrorBody::limit(Limit::Keys, limits.keys, self.entries.len() + 1));
+            return Err(ErrorBody::limit(
+                Limit::Keys,
+                limits.keys,
+                self.entries.len() + 1,
+            ));
         }
         let new_total = self.total_bytes - old_bytes + key.len() + value_bytes;
         if new_total > limits.store_bytes {
-            return Err(ErrorBody::limit(Limit::StoreBytes, limits.store_bytes, new_total));
+            return Err(ErrorBody::limit(
+                Limit::StoreBytes,
+                limits.store_bytes,
+                new_total,
+            ));
         }
         self.total_bytes = new_total;
         let written = Entry {
@@ -142,7 +164,11 @@ pub fn validate_key(key: &str, limits: &Limits) -> Result<(), ErrorBody> {
         ));
     }
     if key.len() > limits.key_bytes {
-        return Err(ErrorBody::limit(Limit::KeyBytes, limits.key_bytes, key.len()));
+        return Err(ErrorBody::limit(
+            Limit::KeyBytes,
+            limits.key_bytes,
+            key.len(),
+        ));
     }
     Ok(())
 }
@@ -152,31 +178,65 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn write(store: &mut Store, key: &str, value: Value, if_version: Option<u64>, seq: Seq, limits: &Limits) -> Result<Option<Written>, ErrorBody> {
-        store.write(key, Some(value), if_version, "alice", 1, seq, limits)
+    fn write(
+        store: &mut Store,
+        key: &str,
+        value: Value,
+        if_version: Option<u64>,
+        seq: Seq,
+        limits: &Limits,
+    ) -> Result<Option<Written>, ErrorBody> {
+        store.write(change(key, Some(value), if_version, seq), limits)
+    }
+
+    fn change(key: &str, value: Option<Value>, if_version: Option<u64>, seq: Seq) -> Change<'_> {
+        Change {
+            key,
+            value,
+            if_version,
+            author: "alice",
+            at: 1,
+            seq,
+        }
     }
 
     #[test]
     fn versions_are_the_sequence_of_the_last_write() {
         let limits = Limits::default();
         let mut store = Store::default();
-        let first = write(&mut store, "k", json!(1), Some(0), 1, &limits).unwrap().unwrap();
+        let first = write(&mut store, "k", json!(1), Some(0), 1, &limits)
+            .unwrap()
+            .unwrap();
         assert_eq!(first.version, 1);
         let conflict = write(&mut store, "k", json!(2), Some(0), 2, &limits).unwrap_err();
         assert_eq!(conflict.code, ErrorCode::Conflict);
         assert_eq!(conflict.current.unwrap().value, Some(json!(1)));
-        let second = write(&mut store, "k", json!(2), Some(1), 3, &limits).unwrap().unwrap();
+        let second = write(&mut store, "k", json!(2), Some(1), 3, &limits)
+            .unwrap()
+            .unwrap();
         assert_eq!(second.version, 3);
-        let deleted = store.write("k", None, None, "bob", 2, 4, &limits).unwrap().unwrap();
+        let deleted = store
+            .write(change("k", None, None, 4), &limits)
+            .unwrap()
+            .unwrap();
         assert_eq!((deleted.value, deleted.version), (None, 4));
         assert_eq!(store.get("k"), Entry::absent("k"));
-        assert_eq!(store.write("k", None, None, "bob", 2, 5, &limits).unwrap(), None);
+        assert_eq!(
+            store.write(change("k", None, None, 5), &limits).unwrap(),
+            None
+        );
         assert_eq!(store.total_bytes(), 0);
     }
 
     #[test]
     fn limits_refuse_and_change_nothing() {
-        let limits = Limits { value_bytes: 10, keys: 2, store_bytes: 20, key_bytes: 4, ..Limits::default() };
+        let limits = Limits {
+            value_bytes: 10,
+            keys: 2,
+            store_bytes: 20,
+            key_bytes: 4,
+            ..Limits::default()
+        };
         let mut store = Store::default();
         let too_big = write(&mut store, "a", json!("0123456789"), None, 1, &limits).unwrap_err();
         assert_eq!(too_big.limit.unwrap().limit, Limit::ValueBytes);
@@ -189,7 +249,12 @@ mod tests {
         assert_eq!(total.limit.unwrap().limit, Limit::StoreBytes);
         let long_key = write(&mut store, "abcde", json!(1), None, 3, &limits).unwrap_err();
         assert_eq!(long_key.limit.unwrap().limit, Limit::KeyBytes);
-        assert_eq!(write(&mut store, "*", json!(1), None, 3, &limits).unwrap_err().code, ErrorCode::InvalidRequest);
+        assert_eq!(
+            write(&mut store, "*", json!(1), None, 3, &limits)
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidRequest
+        );
         assert_eq!(store.len(), 2);
         assert_eq!(store.get("b").value, Some(json!(1)));
         assert_eq!(store.total_bytes(), 1 + 10 + 1 + 1);
@@ -200,7 +265,9 @@ mod tests {
         let limits = Limits::default();
         let mut store = Store::default();
         write(&mut store, "k", json!({"a": 1}), None, 1, &limits).unwrap();
-        let deleted = write(&mut store, "k", Value::Null, None, 2, &limits).unwrap().unwrap();
+        let deleted = write(&mut store, "k", Value::Null, None, 2, &limits)
+            .unwrap()
+            .unwrap();
         assert_eq!(deleted.value, None);
         assert!(store.is_empty());
     }

@@ -43,8 +43,20 @@ async fn bad_tokens_are_refused_with_a_reason() {
     assert_eq!(code, ConnectRefusalCode::NotAllowed);
     assert!(message.contains("other"), "{message}");
 
-    let garbage = Room::connect(&url, "not-a-token", std::sync::Arc::new(NoRoomListener), ConnectOptions::default()).await;
-    assert!(matches!(garbage, Err(RoomError::InvalidToken { code: ConnectRefusalCode::InvalidToken, .. })));
+    let garbage = Room::connect(
+        &url,
+        "not-a-token",
+        std::sync::Arc::new(NoRoomListener),
+        ConnectOptions::default(),
+    )
+    .await;
+    assert!(matches!(
+        garbage,
+        Err(RoomError::InvalidToken {
+            code: ConnectRefusalCode::InvalidToken,
+            ..
+        })
+    ));
     // Nothing joined: a good client is alone.
     let alice = Client::join(&url, &good).await;
     assert!(alice.room.remote_participants().is_empty());
@@ -56,7 +68,11 @@ async fn an_unreachable_server_is_a_connect_error() {
     let url = server.url();
     drop(server);
     let result = Client::try_join(&url, &Token::new("r", "alice")).await;
-    assert!(matches!(result, Err(RoomError::Connect { .. })), "{:?}", result.err());
+    assert!(
+        matches!(result, Err(RoomError::Connect { .. })),
+        "{:?}",
+        result.err()
+    );
 }
 
 #[tokio::test]
@@ -67,14 +83,28 @@ async fn every_store_limit_refuses_and_changes_nothing() {
 
     let too_big = json!("v".repeat(1023)); // 1025 bytes serialized
     match store.set("big", too_big).await.unwrap_err() {
-        RoomError::LimitExceeded { limit, max, actual, .. } => assert_eq!((limit, max, actual), (Limit::ValueBytes, 1024, 1025)),
+        RoomError::LimitExceeded {
+            limit, max, actual, ..
+        } => assert_eq!((limit, max, actual), (Limit::ValueBytes, 1024, 1025)),
         other => panic!("{other:?}"),
     }
     assert_eq!(store.get("big").await.unwrap(), None);
     let long_key = "k".repeat(257);
-    assert!(matches!(store.set(&long_key, json!(1)).await, Err(RoomError::LimitExceeded { limit: Limit::KeyBytes, .. })));
-    assert!(matches!(store.set("", json!(1)).await, Err(RoomError::InvalidRequest { .. })));
-    assert!(matches!(store.set("*", json!(1)).await, Err(RoomError::InvalidRequest { .. })));
+    assert!(matches!(
+        store.set(&long_key, json!(1)).await,
+        Err(RoomError::LimitExceeded {
+            limit: Limit::KeyBytes,
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.set("", json!(1)).await,
+        Err(RoomError::InvalidRequest { .. })
+    ));
+    assert!(matches!(
+        store.set("*", json!(1)).await,
+        Err(RoomError::InvalidRequest { .. })
+    ));
 
     // Total size: 63 keys of ~1 KiB fit in 64 KiB, the 64th does not.
     let value = json!("v".repeat(1000));
@@ -86,7 +116,9 @@ async fn every_store_limit_refuses_and_changes_nothing() {
         }
     };
     match error {
-        RoomError::LimitExceeded { limit, max, actual, .. } => {
+        RoomError::LimitExceeded {
+            limit, max, actual, ..
+        } => {
             assert_eq!((limit, max), (Limit::StoreBytes, 64 * 1024));
             assert!(actual > max);
         }
@@ -103,7 +135,9 @@ async fn every_store_limit_refuses_and_changes_nothing() {
         store.set(&format!("n{key}"), json!(key)).await.unwrap();
     }
     match store.set("n100", json!(100)).await.unwrap_err() {
-        RoomError::LimitExceeded { limit, max, actual, .. } => assert_eq!((limit, max, actual), (Limit::Keys, 100, 101)),
+        RoomError::LimitExceeded {
+            limit, max, actual, ..
+        } => assert_eq!((limit, max, actual), (Limit::Keys, 100, 101)),
         other => panic!("{other:?}"),
     }
     // Replacing an existing key is not a new key.
@@ -114,16 +148,31 @@ async fn every_store_limit_refuses_and_changes_nothing() {
 async fn limits_are_configurable() {
     let server = TestServer::with_config("[limits]\nvalue_bytes = 8\nkeys = 2");
     let alice = Client::join(&server.url(), &Token::new("r", "alice")).await;
-    assert!(matches!(alice.store().set("a", json!("123456789")).await, Err(RoomError::LimitExceeded { max: 8, .. })));
+    assert!(matches!(
+        alice.store().set("a", json!("123456789")).await,
+        Err(RoomError::LimitExceeded { max: 8, .. })
+    ));
     alice.store().set("a", json!(1)).await.unwrap();
     alice.store().set("b", json!(2)).await.unwrap();
-    assert!(matches!(alice.store().set("c", json!(3)).await, Err(RoomError::LimitExceeded { limit: Limit::Keys, max: 2, .. })));
+    assert!(matches!(
+        alice.store().set("c", json!(3)).await,
+        Err(RoomError::LimitExceeded {
+            limit: Limit::Keys,
+            max: 2,
+            ..
+        })
+    ));
 }
 
-type RawSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type RawSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn raw_join(server: &TestServer, identity: &str) -> RawSocket {
-    let url = format!("{}/rtc?protocol=1&access_token={}", server.url(), Token::new("r", identity).sign());
+    let url = format!(
+        "{}/rtc?protocol=1&access_token={}",
+        server.url(),
+        Token::new("r", identity).sign()
+    );
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     assert!(matches!(next(&mut socket).await, ServerMessage::Joined(_)));
     socket
@@ -131,7 +180,11 @@ async fn raw_join(server: &TestServer, identity: &str) -> RawSocket {
 
 async fn next(socket: &mut RawSocket) -> ServerMessage {
     loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next()).await.unwrap().unwrap().unwrap();
+        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if let Message::Text(text) = frame {
             return serde_json::from_str(text.as_str()).unwrap();
         }
@@ -152,24 +205,46 @@ async fn malformed_frames_are_rejected_and_the_connection_goes_on() {
     for frame in bad_frames {
         socket.send(frame).await.unwrap();
         match next(&mut socket).await {
-            ServerMessage::Rejected { error } => assert_eq!(error.code, roomstate_protocol::ErrorCode::InvalidRequest),
+            ServerMessage::Rejected { error } => {
+                assert_eq!(error.code, roomstate_protocol::ErrorCode::InvalidRequest)
+            }
             other => panic!("{other:?}"),
         }
     }
-    socket.send(Message::text(r#"{"type":"set","id":1,"key":"k","value":1}"#)).await.unwrap();
+    socket
+        .send(Message::text(
+            r#"{"type":"set","id":1,"key":"k","value":1}"#,
+        ))
+        .await
+        .unwrap();
     assert!(matches!(next(&mut socket).await, ServerMessage::Reply(reply) if reply.id == 1));
     // Request ids must rise.
-    socket.send(Message::text(r#"{"type":"set","id":1,"key":"k","value":2}"#)).await.unwrap();
-    assert!(matches!(next(&mut socket).await, ServerMessage::Rejected { .. }));
+    socket
+        .send(Message::text(
+            r#"{"type":"set","id":1,"key":"k","value":2}"#,
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(
+        next(&mut socket).await,
+        ServerMessage::Rejected { .. }
+    ));
     let alice = Client::join(&server.url(), &Token::new("r", "alice")).await;
-    assert_eq!(alice.store().get("k").await.unwrap().unwrap().value, json!(1), "only the good frame changed the store");
+    assert_eq!(
+        alice.store().get("k").await.unwrap().unwrap().value,
+        json!(1),
+        "only the good frame changed the store"
+    );
 }
 
 #[tokio::test]
 async fn an_oversize_frame_closes_the_connection() {
     let server = TestServer::with_config("[limits]\nframe_bytes = 4096");
     let mut socket = raw_join(&server, "mallory").await;
-    let huge = format!(r#"{{"type":"set","id":1,"key":"k","value":"{}"}}"#, "x".repeat(10_000));
+    let huge = format!(
+        r#"{{"type":"set","id":1,"key":"k","value":"{}"}}"#,
+        "x".repeat(10_000)
+    );
     let _ = socket.send(Message::text(huge)).await;
     let closed = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
@@ -192,8 +267,22 @@ async fn calls_after_disconnect_fail_with_not_connected() {
     let alice = Client::join(&server.url(), &Token::new("r", "alice")).await;
     let store = alice.store();
     alice.room.disconnect().await;
-    assert!(matches!(store.set("k", json!(1)).await, Err(RoomError::NotConnected { .. })));
-    assert!(matches!(store.add_key_change_listener(vec!["k".into()], std::sync::Arc::new(|_: String, _: Option<roomstate::StoreEntry>| {})), Err(RoomError::NotConnected { .. })));
-    assert!(matches!(alice.room.connection_state(), roomstate::ConnectionState::Disconnected { reason: roomstate::DisconnectReason::ClientRequested }));
+    assert!(matches!(
+        store.set("k", json!(1)).await,
+        Err(RoomError::NotConnected { .. })
+    ));
+    assert!(matches!(
+        store.add_key_change_listener(
+            vec!["k".into()],
+            std::sync::Arc::new(|_: String, _: Option<roomstate::StoreEntry>| {})
+        ),
+        Err(RoomError::NotConnected { .. })
+    ));
+    assert!(matches!(
+        alice.room.connection_state(),
+        roomstate::ConnectionState::Disconnected {
+            reason: roomstate::DisconnectReason::ClientRequested
+        }
+    ));
     alice.room.disconnect().await; // twice is harmless
 }

@@ -241,9 +241,9 @@ pub struct Client {
 
 impl Client {
     pub async fn join(url: &str, token: &Token) -> Client {
-        Self::try_join(url, token).await.unwrap_or_else(|error| {
-            panic!("{} could not join: {error}", token.claims.sub)
-        })
+        Self::try_join(url, token)
+            .await
+            .unwrap_or_else(|error| panic!("{} could not join: {error}", token.claims.sub))
     }
 
     pub async fn try_join(url: &str, token: &Token) -> Result<Client, RoomError> {
@@ -260,7 +260,10 @@ impl Client {
     pub fn observe(&self, keys: &[&str]) -> Arc<Recorder> {
         let recorder = Recorder::new();
         self.store()
-            .add_key_change_listener(keys.iter().map(|key| key.to_string()).collect(), recorder.clone())
+            .add_key_change_listener(
+                keys.iter().map(|key| key.to_string()).collect(),
+                recorder.clone(),
+            )
             .unwrap();
         recorder
     }
@@ -294,17 +297,26 @@ impl Proxy {
                     let socket = tokio::net::TcpSocket::new_v4().unwrap();
                     // A small window, so that a stall backs up into the server quickly.
                     socket.set_recv_buffer_size(4096).unwrap();
-                    let Ok(outbound) = socket.connect(target).await else { return };
+                    let Ok(outbound) = socket.connect(target).await else {
+                        return;
+                    };
                     let (mut client_read, mut client_write) = inbound.into_split();
                     let (mut server_read, mut server_write) = outbound.into_split();
                     let upstream = tokio::io::copy(&mut client_read, &mut server_write);
-                    let downstream = forward_unless_stalled(&mut server_read, &mut client_write, stall);
+                    let downstream =
+                        forward_unless_stalled(&mut server_read, &mut client_write, stall);
                     tokio::select! { _ = upstream => {}, _ = downstream => {} }
                 });
                 tracked.lock().push(task.abort_handle());
             }
         });
-        Proxy { addr, connections, stalled, refusing, accept }
+        Proxy {
+            addr,
+            connections,
+            stalled,
+            refusing,
+            accept,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -325,7 +337,8 @@ impl Proxy {
 
     /// Refuses new connections (or accepts them again).
     pub fn refuse(&self, refusing: bool) {
-        self.refusing.store(refusing, std::sync::atomic::Ordering::SeqCst);
+        self.refusing
+            .store(refusing, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

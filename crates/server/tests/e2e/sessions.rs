@@ -21,12 +21,23 @@ async fn the_store_lives_for_one_session() {
     alice.store().set("pinned", json!("hello")).await.unwrap();
     alice.room.disconnect().await;
     // Bob is still there: the session and its store go on.
-    assert_eq!(bob.store().get("pinned").await.unwrap().unwrap().value, json!("hello"));
+    assert_eq!(
+        bob.store().get("pinned").await.unwrap().unwrap().value,
+        json!("hello")
+    );
     bob.room.disconnect().await;
 
     let carol = Client::join(&server.url(), &Token::new("r", "carol")).await;
-    assert_ne!(carol.room.session_id().unwrap(), first_session, "a new session starts");
-    assert_eq!(carol.store().get("pinned").await.unwrap(), None, "and starts clean");
+    assert_ne!(
+        carol.room.session_id().unwrap(),
+        first_session,
+        "a new session starts"
+    );
+    assert_eq!(
+        carol.store().get("pinned").await.unwrap(),
+        None,
+        "and starts clean"
+    );
     // Other rooms are other stores.
     let other = Client::join(&server.url(), &Token::new("elsewhere", "dave")).await;
     carol.store().set("k", json!(1)).await.unwrap();
@@ -57,13 +68,31 @@ async fn a_cut_connection_resumes_with_nothing_lost_or_duplicated() {
         cuts += 1;
     }
     let writer = writes.await.unwrap();
-    seen.wait_for(Heard::Key("counter".into(), Some(json!(300)))).await;
-    let expected: Vec<Option<Value>> = std::iter::once(None).chain((1..=300).map(|n| Some(json!(n)))).collect();
-    assert_eq!(seen.values("counter"), expected, "every change once, in order, across {cuts} cuts");
-    assert_eq!(reader.room.local_participant().info().unwrap().sid, reader_sid, "resumed, not rejoined");
-    assert!(reader.heard.heard().contains(&Heard::Connection(ConnectionState::Reconnecting)));
+    seen.wait_for(Heard::Key("counter".into(), Some(json!(300))))
+        .await;
+    let expected: Vec<Option<Value>> = std::iter::once(None)
+        .chain((1..=300).map(|n| Some(json!(n))))
+        .collect();
+    assert_eq!(
+        seen.values("counter"),
+        expected,
+        "every change once, in order, across {cuts} cuts"
+    );
+    assert_eq!(
+        reader.room.local_participant().info().unwrap().sid,
+        reader_sid,
+        "resumed, not rejoined"
+    );
+    assert!(reader
+        .heard
+        .heard()
+        .contains(&Heard::Connection(ConnectionState::Reconnecting)));
     // The writer never saw the reader leave.
-    assert!(!writer.heard.heard().iter().any(|heard| matches!(heard, Heard::Left(_))));
+    assert!(!writer
+        .heard
+        .heard()
+        .iter()
+        .any(|heard| matches!(heard, Heard::Left(_))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,25 +114,52 @@ async fn writes_made_while_cut_off_are_sent_on_resume() {
         }
         versions
     });
-    alice.heard.wait_for(Heard::Connection(ConnectionState::Reconnecting)).await;
+    alice
+        .heard
+        .wait_for(Heard::Connection(ConnectionState::Reconnecting))
+        .await;
     tokio::time::sleep(Duration::from_millis(200)).await; // let the writes queue up behind the outage
     proxy.refuse(false);
     let versions = pending.await.unwrap();
     assert!(versions.windows(2).all(|pair| pair[0] < pair[1]));
-    bob_sees.wait_for(Heard::Key("k".into(), Some(json!(5)))).await;
-    assert_eq!(bob_sees.values("k"), vec![None, Some(json!(1)), Some(json!(2)), Some(json!(3)), Some(json!(4)), Some(json!(5))]);
+    bob_sees
+        .wait_for(Heard::Key("k".into(), Some(json!(5))))
+        .await;
+    assert_eq!(
+        bob_sees.values("k"),
+        vec![
+            None,
+            Some(json!(1)),
+            Some(json!(2)),
+            Some(json!(3)),
+            Some(json!(4)),
+            Some(json!(5))
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_wait_for_the_connection_then_time_out_without_being_sent() {
     let server = TestServer::start();
     let proxy = Proxy::start(server.addr).await;
-    let options = ConnectOptions { request_timeout: Duration::from_millis(300), ..fast_options() };
+    let options = ConnectOptions {
+        request_timeout: Duration::from_millis(300),
+        ..fast_options()
+    };
     let heard = Recorder::new();
-    let room = Room::connect(&proxy.url(), &Token::new("r", "alice").sign(), heard.clone(), options).await.unwrap();
+    let room = Room::connect(
+        &proxy.url(),
+        &Token::new("r", "alice").sign(),
+        heard.clone(),
+        options,
+    )
+    .await
+    .unwrap();
     proxy.refuse(true);
     proxy.cut();
-    heard.wait_for(Heard::Connection(ConnectionState::Reconnecting)).await;
+    heard
+        .wait_for(Heard::Connection(ConnectionState::Reconnecting))
+        .await;
     let error = room.session_store().set("k", json!(1)).await.unwrap_err();
     assert_eq!(error, RoomError::Timeout { sent: false });
     proxy.refuse(false);
@@ -137,17 +193,29 @@ async fn a_slow_reader_is_cut_by_the_server_and_resumes_without_loss() {
     let payload = "p".repeat(900);
     const WRITES: usize = 4000;
     for n in 1..=WRITES {
-        writer.store().set("k", json!(format!("{n}:{payload}"))).await.unwrap();
+        writer
+            .store()
+            .set("k", json!(format!("{n}:{payload}")))
+            .await
+            .unwrap();
     }
     proxy.stall(false);
-    seen.wait_until("the last write", |heard| heard.len() == WRITES + 1).await;
+    seen.wait_until("the last write", |heard| heard.len() == WRITES + 1)
+        .await;
     let values = seen.values("k");
     for (n, value) in values.iter().enumerate().skip(1) {
         let text = value.as_ref().unwrap().as_str().unwrap();
-        assert!(text.starts_with(&format!("{n}:")), "write {n} arrived as {}", &text[..8]);
+        assert!(
+            text.starts_with(&format!("{n}:")),
+            "write {n} arrived as {}",
+            &text[..8]
+        );
     }
     assert!(
-        reader.heard.heard().contains(&Heard::Connection(ConnectionState::Reconnecting)),
+        reader
+            .heard
+            .heard()
+            .contains(&Heard::Connection(ConnectionState::Reconnecting)),
         "the server cut the reader"
     );
 }
@@ -160,7 +228,8 @@ async fn a_client_away_past_the_session_sees_the_new_session() {
     let old_session = alice.room.session_id().unwrap();
     alice.store().set("pinned", json!("old")).await.unwrap();
     let seen = alice.observe(&["pinned", "spotlight"]);
-    seen.wait_for(Heard::Key("pinned".into(), Some(json!("old")))).await;
+    seen.wait_for(Heard::Key("pinned".into(), Some(json!("old"))))
+        .await;
 
     proxy.refuse(true);
     proxy.cut();
@@ -171,11 +240,23 @@ async fn a_client_away_past_the_session_sees_the_new_session() {
     bob.store().set("spotlight", json!("bob")).await.unwrap();
     proxy.refuse(false);
 
-    seen.wait_for(Heard::Key("spotlight".into(), Some(json!("bob")))).await;
+    seen.wait_for(Heard::Key("spotlight".into(), Some(json!("bob"))))
+        .await;
     seen.wait_for(Heard::Key("pinned".into(), None)).await;
-    assert_eq!(alice.room.session_id().unwrap(), bob.room.session_id().unwrap());
-    let available = alice.heard.heard().iter().filter(|heard| **heard == Heard::StoreAvailable).count();
-    assert_eq!(available, 2, "on_session_store_available fires again for the new session");
+    assert_eq!(
+        alice.room.session_id().unwrap(),
+        bob.room.session_id().unwrap()
+    );
+    let available = alice
+        .heard
+        .heard()
+        .iter()
+        .filter(|heard| **heard == Heard::StoreAvailable)
+        .count();
+    assert_eq!(
+        available, 2,
+        "on_session_store_available fires again for the new session"
+    );
     assert_eq!(alice.store().get("pinned").await.unwrap(), None);
     assert_eq!(alice.room.remote_participants().len(), 1);
 }
@@ -199,7 +280,10 @@ async fn random_operations_with_random_disconnects_converge() {
     const CLIENTS: usize = 5;
     const OPERATIONS: usize = 80;
     const KEYS: usize = 6;
-    let seed: u64 = std::env::var("ROOMSTATE_TEST_SEED").ok().and_then(|seed| seed.parse().ok()).unwrap_or(20261122);
+    let seed: u64 = std::env::var("ROOMSTATE_TEST_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or(20261122);
     println!("seed {seed} (set ROOMSTATE_TEST_SEED to replay)");
     let server = TestServer::start();
     let mut clients = Vec::new();
@@ -248,7 +332,10 @@ async fn random_operations_with_random_disconnects_converge() {
                         let current = store.get(&key).await.unwrap();
                         let expected = current.as_ref().map_or(0, |entry| entry.version);
                         let value = json!({"cas": n, "op": op});
-                        match store.compare_and_set(&key, expected, Some(value.clone())).await {
+                        match store
+                            .compare_and_set(&key, expected, Some(value.clone()))
+                            .await
+                        {
                             Ok(version) => acknowledged.push((key, version, Some(value))),
                             Err(RoomError::Conflict { .. }) => {}
                             Err(other) => panic!("{other:?}"),
@@ -259,8 +346,17 @@ async fn random_operations_with_random_disconnects_converge() {
                     }
                     _ => {
                         let attribute = format!("a{}", rng.random_range(0..3));
-                        let value = if rng.random_bool(0.3) { String::new() } else { format!("{op}") };
-                        client.room.local_participant().set_attributes(HashMap::from([(attribute, value)])).await.unwrap();
+                        let value = if rng.random_bool(0.3) {
+                            String::new()
+                        } else {
+                            format!("{op}")
+                        };
+                        client
+                            .room
+                            .local_participant()
+                            .set_attributes(HashMap::from([(attribute, value)]))
+                            .await
+                            .unwrap();
                     }
                 }
             }
@@ -293,22 +389,44 @@ async fn random_operations_with_random_disconnects_converge() {
     }
     for (key, (version, value)) in &latest {
         match judge.store().get(key).await.unwrap() {
-            Some(entry) if entry.version == *version => assert_eq!(Some(&entry.value), value.as_ref()),
-            Some(entry) => assert!(entry.version > *version, "{key}: acknowledged v{version} lost"),
-            None => assert!(value.is_none() || truth.get(key).is_none(), "{key}: acknowledged v{version} lost"),
+            Some(entry) if entry.version == *version => {
+                assert_eq!(Some(&entry.value), value.as_ref())
+            }
+            Some(entry) => assert!(
+                entry.version > *version,
+                "{key}: acknowledged v{version} lost"
+            ),
+            None => assert!(
+                value.is_none() || !truth.contains_key(key),
+                "{key}: acknowledged v{version} lost"
+            ),
         }
     }
-    truth_recorder.wait_until("the judge's view", |_| state_heard(&truth_recorder) == truth).await;
+    truth_recorder
+        .wait_until("the judge's view", |_| {
+            state_heard(&truth_recorder) == truth
+        })
+        .await;
     for (n, watcher) in watchers.iter().enumerate() {
         watcher
-            .wait_until(&format!("p{n} converging on {truth:?}"), |_| state_heard(watcher) == truth)
+            .wait_until(&format!("p{n} converging on {truth:?}"), |_| {
+                state_heard(watcher) == truth
+            })
             .await;
     }
     // Everyone agrees on everyone's attributes.
     let attributes_of = |client: &Client| -> BTreeMap<String, BTreeMap<String, String>> {
-        client.room.remote_participants().into_iter()
+        client
+            .room
+            .remote_participants()
+            .into_iter()
             .filter(|participant| participant.identity != "judge")
-            .map(|participant| (participant.identity, participant.attributes.into_iter().collect()))
+            .map(|participant| {
+                (
+                    participant.identity,
+                    participant.attributes.into_iter().collect(),
+                )
+            })
             .collect()
     };
     let deadline = tokio::time::Instant::now() + crate::harness::PATIENCE;
@@ -320,7 +438,11 @@ async fn random_operations_with_random_disconnects_converge() {
             if seen.get(&me.identity) == Some(&mine) {
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "{}: {mine:?} vs {seen:?}", me.identity);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}: {mine:?} vs {seen:?}",
+                me.identity
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -331,6 +453,9 @@ async fn random_operations_with_random_disconnects_converge() {
         let mut expected = reference.clone();
         expected.remove(&me);
         theirs.remove(&me);
-        assert_eq!(theirs, expected, "{me} sees the others' attributes as they are");
+        assert_eq!(
+            theirs, expected,
+            "{me} sees the others' attributes as they are"
+        );
     }
 }

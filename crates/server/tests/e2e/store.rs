@@ -16,19 +16,32 @@ async fn two_clients_see_each_others_writes_and_deletes() {
     let bob_sees = bob.observe(&["pinned"]);
     bob_sees.wait_for(Heard::Key("pinned".into(), None)).await;
 
-    let version = alice.store().set("pinned", json!({"text": "hi"})).await.unwrap();
-    bob_sees.wait_for(Heard::Key("pinned".into(), Some(json!({"text": "hi"})))).await;
+    let version = alice
+        .store()
+        .set("pinned", json!({"text": "hi"}))
+        .await
+        .unwrap();
+    bob_sees
+        .wait_for(Heard::Key("pinned".into(), Some(json!({"text": "hi"}))))
+        .await;
     let entry = bob.store().get("pinned").await.unwrap().unwrap();
     assert_eq!(entry.updated_by, "alice");
     assert_eq!(entry.version, version);
     assert!(entry.updated_at_ms > 0);
 
     let alice_sees = alice.observe(&["pinned"]);
-    alice_sees.wait_for(Heard::Key("pinned".into(), Some(json!({"text": "hi"})))).await;
+    alice_sees
+        .wait_for(Heard::Key("pinned".into(), Some(json!({"text": "hi"}))))
+        .await;
     bob.store().delete("pinned").await.unwrap();
     alice_sees.wait_for(Heard::Key("pinned".into(), None)).await;
-    bob_sees.wait_until("the delete", |heard| heard.len() == 3).await;
-    assert_eq!(bob_sees.values("pinned"), vec![None, Some(json!({"text": "hi"})), None]);
+    bob_sees
+        .wait_until("the delete", |heard| heard.len() == 3)
+        .await;
+    assert_eq!(
+        bob_sees.values("pinned"),
+        vec![None, Some(json!({"text": "hi"})), None]
+    );
     assert_eq!(alice.store().get("pinned").await.unwrap(), None);
 }
 
@@ -42,15 +55,23 @@ async fn every_listener_gets_the_current_value_first() {
     // Two listeners added back to back, before the server answered either.
     let first = bob.observe(&["spotlight"]);
     let second = bob.observe(&["spotlight"]);
-    first.wait_for(Heard::Key("spotlight".into(), Some(json!("PA_1")))).await;
-    second.wait_for(Heard::Key("spotlight".into(), Some(json!("PA_1")))).await;
+    first
+        .wait_for(Heard::Key("spotlight".into(), Some(json!("PA_1"))))
+        .await;
+    second
+        .wait_for(Heard::Key("spotlight".into(), Some(json!("PA_1"))))
+        .await;
     // A third, once the key is already observed: answered from the engine's copy.
     let third = bob.observe(&["spotlight"]);
-    third.wait_for(Heard::Key("spotlight".into(), Some(json!("PA_1")))).await;
+    third
+        .wait_for(Heard::Key("spotlight".into(), Some(json!("PA_1"))))
+        .await;
 
     alice.store().set("spotlight", json!("PA_2")).await.unwrap();
     for listener in [&first, &second, &third] {
-        listener.wait_until("the change", |heard| heard.len() == 2).await;
+        listener
+            .wait_until("the change", |heard| heard.len() == 2)
+            .await;
         assert_eq!(
             listener.values("spotlight"),
             vec![Some(json!("PA_1")), Some(json!("PA_2"))],
@@ -79,14 +100,21 @@ async fn a_removed_listener_is_not_called_again() {
         }
         bob
     });
-    removed.wait_until("some changes", |heard| heard.len() > 5).await;
+    removed
+        .wait_until("some changes", |heard| heard.len() > 5)
+        .await;
     alice.store().remove_key_change_listener(handle);
     let calls_at_removal = removed.heard().len();
     alice.store().remove_key_change_listener(handle); // twice is harmless
 
     writer.await.unwrap();
-    kept.wait_for(Heard::Key("k".into(), Some(json!(200)))).await;
-    assert_eq!(removed.heard().len(), calls_at_removal, "no call after removal returned");
+    kept.wait_for(Heard::Key("k".into(), Some(json!(200))))
+        .await;
+    assert_eq!(
+        removed.heard().len(),
+        calls_at_removal,
+        "no call after removal returned"
+    );
     assert!(calls_at_removal < 201, "the removal happened mid-stream");
 }
 
@@ -99,7 +127,9 @@ struct RemovesItself {
 
 impl KeyChangeListener for RemovesItself {
     fn on_key_changed(&self, _key: String, entry: Option<StoreEntry>) {
-        self.calls.lock().push(entry.clone().map(|entry| entry.value));
+        self.calls
+            .lock()
+            .push(entry.clone().map(|entry| entry.value));
         if entry.is_some() {
             if let Some(handle) = self.handle.lock().take() {
                 self.store.remove_key_change_listener(handle);
@@ -126,7 +156,9 @@ async fn a_listener_may_remove_itself() {
     for value in 1..=5 {
         alice.store().set("k", json!(value)).await.unwrap();
     }
-    witness.wait_for(Heard::Key("k".into(), Some(json!(5)))).await;
+    witness
+        .wait_for(Heard::Key("k".into(), Some(json!(5))))
+        .await;
     assert_eq!(*listener.calls.lock(), vec![None, Some(json!(1))]);
 }
 
@@ -138,7 +170,9 @@ async fn writes_from_one_client_arrive_in_call_order_exactly_once() {
     let bob_sees = bob.observe(&["counter"]);
     let alice_sees = alice.observe(&["counter"]);
     bob_sees.wait_for(Heard::Key("counter".into(), None)).await;
-    alice_sees.wait_for(Heard::Key("counter".into(), None)).await;
+    alice_sees
+        .wait_for(Heard::Key("counter".into(), None))
+        .await;
 
     // Sequential calls, then calls in flight together: both keep call order.
     for value in 1..=30 {
@@ -150,14 +184,22 @@ async fn writes_from_one_client_arrive_in_call_order_exactly_once() {
         async move { store.set("counter", json!(value)).await.unwrap() }
     }))
     .await;
-    assert!(versions.windows(2).all(|pair| pair[0] < pair[1]), "{versions:?}");
+    assert!(
+        versions.windows(2).all(|pair| pair[0] < pair[1]),
+        "{versions:?}"
+    );
 
     let expected: Vec<Option<Value>> = std::iter::once(None)
         .chain((1..=60).map(|value| Some(json!(value))))
         .collect();
     for (who, seen) in [("alice", &alice_sees), ("bob", &bob_sees)] {
-        seen.wait_for(Heard::Key("counter".into(), Some(json!(60)))).await;
-        assert_eq!(seen.values("counter"), expected, "{who} hears every write once, in order");
+        seen.wait_for(Heard::Key("counter".into(), Some(json!(60))))
+            .await;
+        assert_eq!(
+            seen.values("counter"),
+            expected,
+            "{who} hears every write once, in order"
+        );
     }
 }
 
@@ -182,13 +224,20 @@ struct CallsBack {
 
 impl KeyChangeListener for CallsBack {
     fn on_key_changed(&self, key: String, entry: Option<StoreEntry>) {
-        let Some(n) = entry.and_then(|entry| entry.value.as_i64()) else { return };
+        let Some(n) = entry.and_then(|entry| entry.value.as_i64()) else {
+            return;
+        };
         if n > 0 {
             // Every kind of call, from the listener thread, waiting for the answer.
             let store = self.store.clone();
             self.runtime.block_on(async move {
                 assert_eq!(store.get(&key).await.unwrap().unwrap().value, json!(n));
-                let other = store.add_key_change_listener(vec!["other".into()], Arc::new(|_: String, _: Option<StoreEntry>| {})).unwrap();
+                let other = store
+                    .add_key_change_listener(
+                        vec!["other".into()],
+                        Arc::new(|_: String, _: Option<StoreEntry>| {}),
+                    )
+                    .unwrap();
                 store.remove_key_change_listener(other);
                 store.set(&key, json!(n - 1)).await.unwrap();
             });
@@ -212,7 +261,8 @@ async fn a_listener_may_call_back_into_the_engine() {
         .unwrap();
     let seen = alice.observe(&["countdown"]);
     alice.store().set("countdown", json!(10)).await.unwrap();
-    seen.wait_for(Heard::Key("countdown".into(), Some(json!(0)))).await;
+    seen.wait_for(Heard::Key("countdown".into(), Some(json!(0))))
+        .await;
     let expected: Vec<Option<Value>> = std::iter::once(None)
         .chain((0..=10).rev().map(|n| Some(json!(n))))
         .collect();
@@ -235,8 +285,13 @@ async fn compare_and_set_loses_no_increment() {
             for _ in 0..INCREMENTS {
                 loop {
                     let current = store.get("counter").await.unwrap();
-                    let (version, value) = current.map_or((0, 0), |entry| (entry.version, entry.value.as_u64().unwrap()));
-                    match store.compare_and_set("counter", version, Some(json!(value + 1))).await {
+                    let (version, value) = current.map_or((0, 0), |entry| {
+                        (entry.version, entry.value.as_u64().unwrap())
+                    });
+                    match store
+                        .compare_and_set("counter", version, Some(json!(value + 1)))
+                        .await
+                    {
                         Ok(_) => break,
                         Err(RoomError::Conflict { current }) => {
                             assert!(current.is_some_and(|entry| entry.version > version));
@@ -256,12 +311,26 @@ async fn compare_and_set_loses_no_increment() {
 
     // Expected version 0 means "must not exist".
     let store = clients[0].store();
-    store.compare_and_set("lock", 0, Some(json!("p0"))).await.unwrap();
-    let lost = clients[1].store().compare_and_set("lock", 0, Some(json!("p1"))).await.unwrap_err();
-    assert!(matches!(lost, RoomError::Conflict { current: Some(ref entry) } if entry.value == json!("p0")), "{lost:?}");
+    store
+        .compare_and_set("lock", 0, Some(json!("p0")))
+        .await
+        .unwrap();
+    let lost = clients[1]
+        .store()
+        .compare_and_set("lock", 0, Some(json!("p1")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(lost, RoomError::Conflict { current: Some(ref entry) } if entry.value == json!("p0")),
+        "{lost:?}"
+    );
     let version = store.get("lock").await.unwrap().unwrap().version;
     store.compare_and_set("lock", version, None).await.unwrap();
-    assert_eq!(store.get("lock").await.unwrap(), None, "compare_and_set with no value deletes");
+    assert_eq!(
+        store.get("lock").await.unwrap(),
+        None,
+        "compare_and_set with no value deletes"
+    );
 }
 
 #[tokio::test]
@@ -273,7 +342,13 @@ async fn the_wildcard_observes_every_key() {
     let bob = Client::join(&server.url(), &Token::new("r", "bob")).await;
     let all = bob.observe(&["*"]);
     all.wait_until("both keys", |heard| heard.len() == 2).await;
-    assert_eq!(all.heard(), vec![Heard::Key("a".into(), Some(json!(1))), Heard::Key("b".into(), Some(json!(2)))]);
+    assert_eq!(
+        all.heard(),
+        vec![
+            Heard::Key("a".into(), Some(json!(1))),
+            Heard::Key("b".into(), Some(json!(2)))
+        ]
+    );
     alice.store().set("c", json!(3)).await.unwrap();
     alice.store().delete("a").await.unwrap();
     all.wait_for(Heard::Key("a".into(), None)).await;
@@ -286,10 +361,28 @@ async fn any_json_value_round_trips() {
     let server = TestServer::start();
     let alice = Client::join(&server.url(), &Token::new("r", "alice")).await;
     let bob = Client::join(&server.url(), &Token::new("r", "bob")).await;
-    let values = [json!(true), json!(-1.5), json!("text"), json!([1, "two", null]), json!({"nested": {"deep": [1, 2]}})];
+    let values = [
+        json!(true),
+        json!(-1.5),
+        json!("text"),
+        json!([1, "two", null]),
+        json!({"nested": {"deep": [1, 2]}}),
+    ];
     for (n, value) in values.iter().enumerate() {
-        alice.store().set(&format!("k{n}"), value.clone()).await.unwrap();
-        assert_eq!(&bob.store().get(&format!("k{n}")).await.unwrap().unwrap().value, value);
+        alice
+            .store()
+            .set(&format!("k{n}"), value.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            &bob.store()
+                .get(&format!("k{n}"))
+                .await
+                .unwrap()
+                .unwrap()
+                .value,
+            value
+        );
     }
     // Null is "no value": it deletes.
     alice.store().set("k0", Value::Null).await.unwrap();
