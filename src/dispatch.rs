@@ -7,7 +7,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
-use std::thread::{self, JoinHandle, ThreadId};
+use std::thread::{self, ThreadId};
 
 use parking_lot::Mutex;
 
@@ -24,7 +24,6 @@ enum Job {
 pub(crate) struct Dispatcher {
     queue: Mutex<Option<mpsc::Sender<Job>>>,
     thread_id: ThreadId,
-    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Dispatcher {
@@ -43,7 +42,6 @@ impl Dispatcher {
         Ok(Dispatcher {
             queue: Mutex::new(Some(queue)),
             thread_id: thread.thread().id(),
-            thread: Mutex::new(Some(thread)),
         })
     }
 
@@ -58,16 +56,11 @@ impl Dispatcher {
         thread::current().id() == self.thread_id
     }
 
-    /// Lets the calls already queued run, then ends the thread. Waits for it unless
-    /// called from a listener.
+    /// Lets the calls already queued run, then ends the thread. Does not wait: the
+    /// caller may be the engine's runtime, which a listener may be waiting on.
     pub fn stop(&self) {
         if let Some(queue) = self.queue.lock().take() {
             let _ = queue.send(Job::Stop);
-        }
-        if !self.is_current_thread() {
-            if let Some(thread) = self.thread.lock().take() {
-                let _ = thread.join();
-            }
         }
     }
 

@@ -252,3 +252,45 @@ async fn participant_limits_hold_on_the_merged_result() {
     let info = me.info().unwrap();
     assert_eq!((info.metadata.as_str(), info.name.as_str()), ("", ""));
 }
+
+#[tokio::test]
+async fn hidden_participants_are_not_announced() {
+    let server = TestServer::start();
+    let alice = Client::join(&server.url(), &Token::new("r", "alice")).await;
+    let observer = Client::join(
+        &server.url(),
+        &Token::new("r", "observer").with(|claims| claims.video.hidden = true),
+    )
+    .await;
+    // The hidden one sees the room; the room does not see it.
+    assert_eq!(observer.room.remote_participants().len(), 1);
+    observer
+        .room
+        .local_participant()
+        .set_metadata("secret".into())
+        .await
+        .unwrap();
+    let bob = Client::join(&server.url(), &Token::new("r", "bob")).await;
+    assert_eq!(
+        bob.room.remote_participants().len(),
+        1,
+        "only alice is listed"
+    );
+    observer.room.disconnect().await;
+    alice.heard.wait_for(Heard::Joined("bob".into())).await;
+    bob.room.disconnect().await;
+    alice.heard.wait_for(Heard::Left("bob".into())).await;
+    let heard = alice.heard.heard();
+    assert!(
+        !heard.iter().any(
+            |heard| matches!(heard, Heard::Joined(who) | Heard::Left(who) if who == "observer")
+        ),
+        "{heard:?}"
+    );
+    assert!(
+        !heard
+            .iter()
+            .any(|heard| matches!(heard, Heard::Metadata(..))),
+        "{heard:?}"
+    );
+}

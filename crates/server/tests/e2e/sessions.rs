@@ -459,3 +459,77 @@ async fn random_operations_with_random_disconnects_converge() {
         );
     }
 }
+
+/// On the first change, stalls the connection and waits for a write that cannot be
+/// answered.
+struct WaitsDuringDisconnect {
+    store: roomstate::SessionStore,
+    proxy: Arc<Proxy>,
+    runtime: tokio::runtime::Handle,
+    entered: std::sync::mpsc::Sender<()>,
+    result: Arc<parking_lot::Mutex<Option<Result<u64, RoomError>>>>,
+}
+
+impl roomstate::KeyChangeListener for WaitsDuringDisconnect {
+    fn on_key_changed(&self, _key: String, entry: Option<roomstate::StoreEntry>) {
+        if entry.is_none() || self.result.lock().is_some() {
+            return;
+        }
+        self.proxy.stall(true);
+        let _ = self.entered.send(());
+        let store = self.store.clone();
+        let result = self
+            .runtime
+            .block_on(async move { store.set("echo", json!(1)).await });
+        *self.result.lock() = Some(result);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_completes_while_a_listener_waits_on_a_call() {
+    let server = TestServer::start();
+    let proxy = Arc::new(Proxy::start(server.addr).await);
+    let alice = Client::join(&proxy.url(), &Token::new("r", "alice")).await;
+    let bob = Client::join(&server.url(), &Token::new("r", "bob")).await;
+    let (entered, listener_entered) = std::sync::mpsc::channel();
+    let result = Arc::new(parking_lot::Mutex::new(None));
+    alice
+        .store()
+        .add_key_change_listener(
+            vec!["k".into()],
+            Arc::new(WaitsDuringDisconnect {
+                store: alice.store(),
+                proxy: proxy.clone(),
+                runtime: tokio::runtime::Handle::current(),
+                entered,
+                result: result.clone(),
+            }),
+        )
+        .unwrap();
+    let witness = alice.observe(&["k"]);
+    witness.wait_for(Heard::Key("k".into(), None)).await;
+    bob.store().set("k", json!(1)).await.unwrap();
+    tokio::task::spawn_blocking(move || {
+        listener_entered
+            .recv_timeout(crate::harness::PATIENCE)
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    tokio::time::timeout(crate::harness::PATIENCE, alice.room.disconnect())
+        .await
+        .expect("disconnect returns while a listener waits on a call");
+    let deadline = tokio::time::Instant::now() + crate::harness::PATIENCE;
+    while result.lock().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the listener's call never returned"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let outcome = result.lock().take().unwrap();
+    assert!(
+        matches!(outcome, Err(RoomError::NotConnected { .. })),
+        "{outcome:?}"
+    );
+}
