@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Runs every test: formatting, lints, and the Rust suites (unit tests and end-to-end
-# tests against real `roomstate serve` processes). Installs what the tests need.
+# Runs every test: formatting, lints, the Rust suites (unit tests and end-to-end tests
+# against real `roomstate serve` processes), then the Kotlin bindings' JUnit suite on the
+# JVM against a real server. Installs what the tests need (JDK, Maven) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_rust
+command -v javac >/dev/null 2>&1 || apt_install openjdk-17-jdk-headless
+command -v mvn >/dev/null 2>&1 || apt_install maven
 
 say "format"
 cargo fmt --all -- --check
@@ -12,3 +15,7 @@ say "lints"
 cargo clippy --workspace --all-targets -- -D warnings
 say "Rust tests (unit, and end to end against real servers)"
 cargo test --workspace
+
+say "Kotlin bindings: generate, compile, and test on the JVM against a real server"
+scripts/bindings.sh
+(cd bindings/kotlin && mvn -B --no-transfer-progress test -Droomstate.libdir="$PWD/../../target/debug")

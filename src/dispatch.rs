@@ -12,7 +12,7 @@ use std::thread::{self, ThreadId};
 use parking_lot::Mutex;
 
 use crate::listener::KeyChangeListener;
-use crate::types::StoreEntry;
+use crate::types::{StoreEntry, ThreadStartHook};
 
 type Call = Box<dyn FnOnce() + Send>;
 
@@ -27,11 +27,16 @@ pub(crate) struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn start() -> std::io::Result<Self> {
+    pub const THREAD_NAME: &str = "roomstate-listeners";
+
+    pub fn start(on_start: Option<ThreadStartHook>) -> std::io::Result<Self> {
         let (queue, jobs) = mpsc::channel::<Job>();
         let thread = thread::Builder::new()
-            .name("roomstate-listeners".into())
+            .name(Self::THREAD_NAME.into())
             .spawn(move || {
+                if let Some(on_start) = on_start {
+                    on_start(Self::THREAD_NAME);
+                }
                 for job in jobs {
                     let Job::Call(call) = job else { break };
                     if catch_unwind(AssertUnwindSafe(call)).is_err() {

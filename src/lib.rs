@@ -19,9 +19,12 @@
 //! happened, never while the engine holds a lock. Calls from one room reach the server
 //! in the order they were made. See `docs/threading.md`.
 
+uniffi::setup_scaffolding!();
+
 mod connection;
 mod dispatch;
 mod error;
+pub mod ffi;
 mod listener;
 mod outbox;
 mod room;
@@ -32,7 +35,9 @@ pub use error::RoomError;
 pub use listener::{KeyChangeListener, RoomListener};
 pub use room::{KeyListenerHandle, LocalParticipant, Room, SessionStore};
 pub use roomstate_protocol::{ConnectRefusalCode, Limit};
-pub use types::{ConnectOptions, ConnectionState, DisconnectReason, Participant, StoreEntry};
+pub use types::{
+    ConnectOptions, ConnectionState, DisconnectReason, Participant, StoreEntry, ThreadStartHook,
+};
 
 /// A room listener that ignores everything, for apps that only use key listeners.
 pub struct NoRoomListener;

@@ -95,17 +95,21 @@ impl Room {
         let io_error = |error: std::io::Error| RoomError::Internal {
             message: format!("cannot start the engine: {error}"),
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+        const ENGINE_THREAD: &str = "roomstate-engine";
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder
             .worker_threads(1)
-            .thread_name("roomstate-engine")
-            .enable_all()
-            .build()
-            .map_err(io_error)?;
+            .thread_name(ENGINE_THREAD)
+            .enable_all();
+        if let Some(on_start) = options.on_thread_start.clone() {
+            builder.on_thread_start(move || on_start(ENGINE_THREAD));
+        }
+        let runtime = builder.build().map_err(io_error)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(EngineState::new()),
             wake: tokio::sync::Notify::new(),
             closing: watch::channel(false).0,
-            dispatcher: Dispatcher::start().map_err(io_error)?,
+            dispatcher: Dispatcher::start(options.on_thread_start.clone()).map_err(io_error)?,
             room_listener: listener,
             options,
             url: url.to_string(),

@@ -1,6 +1,7 @@
 //! The engine's public value types: owned, cloneable, and free of wire details.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use roomstate_protocol::{Entry, ParticipantInfo};
@@ -86,8 +87,11 @@ pub enum DisconnectReason {
     TokenRefused { message: String },
 }
 
+/// Called first thing on every thread the engine starts, with the thread's name.
+pub type ThreadStartHook = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Tuning for one connection. The defaults suit a phone on a mobile network.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConnectOptions {
     /// How long a call waits for its answer, reconnects included.
     pub request_timeout: Duration,
@@ -100,6 +104,22 @@ pub struct ConnectOptions {
     /// Backoff between reconnect attempts: doubles from min to max, with jitter.
     pub reconnect_backoff_min: Duration,
     pub reconnect_backoff_max: Duration,
+    /// Runs on each engine thread as it starts (e.g. to attach it to a JVM).
+    pub on_thread_start: Option<ThreadStartHook>,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("ping_interval", &self.ping_interval)
+            .field("ping_timeout", &self.ping_timeout)
+            .field("reconnect_backoff_min", &self.reconnect_backoff_min)
+            .field("reconnect_backoff_max", &self.reconnect_backoff_max)
+            .field("on_thread_start", &self.on_thread_start.is_some())
+            .finish()
+    }
 }
 
 impl Default for ConnectOptions {
@@ -111,6 +131,7 @@ impl Default for ConnectOptions {
             ping_timeout: Duration::from_secs(15),
             reconnect_backoff_min: Duration::from_millis(100),
             reconnect_backoff_max: Duration::from_secs(5),
+            on_thread_start: None,
         }
     }
 }

@@ -1,0 +1,68 @@
+// The idiomatic Kotlin layer over the generated bindings: typed values through
+// kotlinx.serialization, Flows of a key's values, and listeners with defaults.
+package io.roomstate
+
+import kotlinx.coroutines.channels.Channel
+import kotlinx.coroutines.channels.awaitClose
+import kotlinx.coroutines.flow.Flow
+import kotlinx.coroutines.flow.buffer
+import kotlinx.coroutines.flow.callbackFlow
+import kotlinx.coroutines.flow.map
+import kotlinx.serialization.json.Json
+
+/** How store values are encoded: unknown keys are ignored, so older apps read newer values. */
+val RoomStateJson: Json = Json { ignoreUnknownKeys = true }
+
+/** Decodes this entry's JSON value. */
+inline fun <reified T> StoreEntry.decode(json: Json = RoomStateJson): T = json.decodeFromString(valueJson)
+
+/** Writes `value` as JSON under `key`; returns the new version. */
+suspend inline fun <reified T> SessionStore.setValue(key: String, value: T, json: Json = RoomStateJson): ULong =
+    set(key, json.encodeToString(value))
+
+/** The value under `key`, decoded; null when the key does not exist. */
+suspend inline fun <reified T> SessionStore.getValue(key: String, json: Json = RoomStateJson): T? =
+    get(key)?.decode<T>(json)
+
+/**
+ * Writes `value` only if `key` is still at `expectedVersion` (0: it must not exist); null deletes.
+ * Throws [RoomException.Conflict] with the current entry when someone wrote first.
+ */
+suspend inline fun <reified T> SessionStore.compareAndSetValue(
+    key: String,
+    expectedVersion: ULong,
+    value: T?,
+    json: Json = RoomStateJson,
+): ULong = compareAndSet(key, expectedVersion, value?.let { json.encodeToString(it) })
+
+/** A listener from a lambda. */
+fun keyChangeListener(onChange: (key: String, entry: StoreEntry?) -> Unit): KeyChangeListener =
+    object : KeyChangeListener {
+        override fun onKeyChanged(key: String, entry: StoreEntry?) = onChange(key, entry)
+    }
+
+/**
+ * The entries of `key`: the current one first (null: absent), then every change, in order.
+ * The listener is removed when collection stops. Buffered without bound, so a slow collector
+ * never holds up the room's listener thread.
+ */
+fun SessionStore.changes(key: String): Flow<StoreEntry?> = callbackFlow {
+    val handle = addKeyChangeListener(listOf(key), keyChangeListener { _, entry -> trySend(entry) })
+    awaitClose { removeKeyChangeListener(handle) }
+}.buffer(Channel.UNLIMITED)
+
+/** The decoded values of `key`, as [changes]. */
+inline fun <reified T> SessionStore.values(key: String, json: Json = RoomStateJson): Flow<T?> =
+    changes(key).map { entry -> entry?.decode<T>(json) }
+
+/** A [RoomListener] whose methods do nothing: override the ones you need. */
+open class DefaultRoomListener : RoomListener {
+    override fun onSessionStoreAvailable(store: SessionStore) {}
+    override fun onConnectionStateChanged(state: ConnectionState) {}
+    override fun onParticipantJoined(participant: Participant) {}
+    override fun onParticipantLeft(participant: Participant) {}
+    override fun onAttributesChanged(participant: Participant, changedKeys: List<String>) {}
+    override fun onMetadataChanged(participant: Participant, oldMetadata: String, newMetadata: String) {}
+    override fun onNameChanged(participant: Participant, oldName: String, newName: String) {}
+    override fun onRoomMetadataChanged(oldMetadata: String, newMetadata: String) {}
+}

@@ -1,0 +1,109 @@
+package io.roomstate
+
+import com.auth0.jwt.JWT
+import com.auth0.jwt.algorithms.Algorithm
+import java.io.File
+import java.nio.file.Files
+import java.util.Date
+import java.util.concurrent.CopyOnWriteArrayList
+import java.util.concurrent.TimeUnit
+import kotlinx.coroutines.delay
+import kotlinx.coroutines.withTimeout
+
+const val API_KEY = "jvmkey"
+const val API_SECRET = "jvmsecret"
+
+/** A real `roomstate serve` process on a free port. */
+class TestServer(extraConfig: String = "") : AutoCloseable {
+    private val dir = Files.createTempDirectory("roomstate-test").toFile()
+    val process: Process
+    val url: String
+
+    init {
+        val config = File(dir, "roomstate.toml")
+        config.writeText("bind = \"127.0.0.1:0\"\n$extraConfig\n[keys]\n$API_KEY = \"$API_SECRET\"\n")
+        val binary = System.getProperty("roomstate.bin") ?: error("run through Maven: roomstate.bin is not set")
+        process = ProcessBuilder(binary, "serve", "--config", config.path)
+            .redirectError(ProcessBuilder.Redirect.INHERIT)
+            .apply { environment()["ROOMSTATE_LOG"] = "warn" }
+            .start()
+        val line = process.inputStream.bufferedReader().readLine() ?: error("the server printed nothing")
+        url = line.removePrefix("roomstate listening on ").also {
+            check(it.startsWith("ws://")) { "unexpected first line: $line" }
+        }
+    }
+
+    /** Freezes or thaws the server process, as an overloaded or unreachable server would be. */
+    fun freeze(frozen: Boolean) {
+        val signal = if (frozen) "-STOP" else "-CONT"
+        ProcessBuilder("kill", signal, process.pid().toString()).start().waitFor()
+    }
+
+    override fun close() {
+        freeze(false)
+        process.destroy()
+        process.waitFor(5, TimeUnit.SECONDS)
+        dir.deleteRecursively()
+    }
+}
+
+/** An access token, as an app backend would mint it. */
+fun token(
+    identity: String,
+    room: String = "jvm-room",
+    canUpdateMetadata: Boolean = true,
+    secret: String = API_SECRET,
+): String {
+    val video = mapOf("room" to room, "roomJoin" to true, "canUpdateOwnMetadata" to canUpdateMetadata)
+    return JWT.create()
+        .withIssuer(API_KEY)
+        .withSubject(identity)
+        .withExpiresAt(Date(System.currentTimeMillis() + 3_600_000))
+        .withClaim("video", video)
+        .sign(Algorithm.HMAC256(secret))
+}
+
+/** Records every call, for assertions. */
+class Recorder : DefaultRoomListener(), KeyChangeListener {
+    val events = CopyOnWriteArrayList<String>()
+    val threads = CopyOnWriteArrayList<String>()
+
+    override fun onKeyChanged(key: String, entry: StoreEntry?) {
+        threads += Thread.currentThread().name
+        events += "$key=${entry?.valueJson}"
+    }
+    override fun onSessionStoreAvailable(store: SessionStore) { events += "store-available" }
+    override fun onConnectionStateChanged(state: ConnectionState) { events += "state:${state::class.simpleName}" }
+    override fun onParticipantJoined(participant: Participant) { events += "joined:${participant.identity}" }
+    override fun onParticipantLeft(participant: Participant) { events += "left:${participant.identity}" }
+    override fun onAttributesChanged(participant: Participant, changedKeys: List<String>) {
+        events += "attributes:${participant.identity}:${changedKeys.sorted()}"
+    }
+    override fun onMetadataChanged(participant: Participant, oldMetadata: String, newMetadata: String) {
+        events += "metadata:${participant.identity}:$oldMetadata->$newMetadata"
+    }
+
+    /** Waits until `event` was recorded; fails after a generous bound. */
+    suspend fun awaitEvent(event: String) = awaitUntil("$event in $events") { event in events }
+
+    fun keyEvents(key: String) = events.filter { it.startsWith("$key=") }
+}
+
+/** Polls `condition` until it holds; fails with `what` after 15 s. Not a timing assertion. */
+suspend fun awaitUntil(what: String, condition: () -> Boolean) {
+    withTimeout(15_000) {
+        while (!condition()) delay(10)
+    }.also { check(condition()) { what } }
+}
+
+/** The names of this process's native threads that belong to the engine. */
+fun engineThreads(): List<String> =
+    File("/proc/self/task").listFiles().orEmpty()
+        .mapNotNull { runCatching { File(it, "comm").readText().trim() }.getOrNull() }
+        .filter { it.startsWith("roomstate-") }
+
+fun fastOptions(requestTimeoutMs: ULong = 10_000u) = ConnectOptions(
+    requestTimeoutMs = requestTimeoutMs,
+    reconnectBackoffMinMs = 20u,
+    reconnectBackoffMaxMs = 200u,
+)
