@@ -18,17 +18,18 @@ cargo build "${cargo_profile[@]}" -p roomstate --lib
 cargo build "${cargo_profile[@]}" -p roomstate-server --bin roomstate
 cargo build "${cargo_profile[@]}" -p uniffi-bindgen
 
+out="$(target_dir)/$profile"
 case "$(uname -s)" in
-  Darwin) library="target/$profile/libroomstate.dylib" ;;
-  *) library="target/$profile/libroomstate.so" ;;
+  Darwin) library="$out/libroomstate.dylib" ;;
+  *) library="$out/libroomstate.so" ;;
 esac
 
 say "generating Kotlin into bindings/kotlin/target/generated-sources/uniffi"
 rm -rf bindings/kotlin/target/generated-sources/uniffi
-"target/$profile/uniffi-bindgen" generate --library "$library" --language kotlin --no-format \
+"$out/uniffi-bindgen" generate --library "$library" --language kotlin --no-format \
   --out-dir bindings/kotlin/target/generated-sources/uniffi
 
 say "generating Swift into bindings/swift/Sources/RoomState/Generated"
 rm -rf bindings/swift/Sources/RoomState/Generated
-"target/$profile/uniffi-bindgen" generate --library "$library" --language swift --no-format \
+"$out/uniffi-bindgen" generate --library "$library" --language swift --no-format \
   --out-dir bindings/swift/Sources/RoomState/Generated

@@ -24,3 +24,6 @@ apt_install() {
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 }
+
+# Where cargo puts its output (honours CARGO_TARGET_DIR).
+target_dir() { echo "${CARGO_TARGET_DIR:-$PWD/target}"; }

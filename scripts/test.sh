@@ -18,4 +18,5 @@ cargo test --workspace
 
 say "Kotlin bindings: generate, compile, and test on the JVM against a real server"
 scripts/bindings.sh
-(cd bindings/kotlin && mvn -B --no-transfer-progress test -Droomstate.libdir="$PWD/../../target/debug")
+libdir="$(target_dir)/debug"
+(cd bindings/kotlin && mvn -B --no-transfer-progress test -Droomstate.libdir="$libdir")
