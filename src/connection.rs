@@ -200,6 +200,7 @@ fn goodbye(reason: CloseReason, message: String) -> Ended {
         _ if reason.retry() => Ended::Lost(message),
         CloseReason::DuplicateIdentity => Ended::Closed(DisconnectReason::DuplicateIdentity),
         CloseReason::Removed => Ended::Closed(DisconnectReason::Removed),
+        CloseReason::SessionEnded => Ended::Closed(DisconnectReason::SessionEnded),
         _ => Ended::Closed(DisconnectReason::ClientRequested),
     }
 }

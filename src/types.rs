@@ -85,6 +85,8 @@ pub enum DisconnectReason {
     Removed,
     /// The server refused the token when reconnecting (e.g. it expired meanwhile).
     TokenRefused { message: String },
+    /// A hidden participant's session ended: everyone else left.
+    SessionEnded,
 }
 
 /// Called first thing on every thread the engine starts, with the thread's name.

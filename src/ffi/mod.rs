@@ -56,6 +56,7 @@ pub enum DisconnectReason {
     DuplicateIdentity,
     Removed,
     TokenRefused { detail: String },
+    SessionEnded,
 }
 
 /// Connection tuning, in milliseconds. The defaults suit a phone on a mobile network.
@@ -464,6 +465,7 @@ impl From<engine::ConnectionState> for ConnectionState {
                     engine::DisconnectReason::TokenRefused { message } => {
                         DisconnectReason::TokenRefused { detail: message }
                     }
+                    engine::DisconnectReason::SessionEnded => DisconnectReason::SessionEnded,
                 },
             },
         }

@@ -393,6 +393,8 @@ pub enum CloseReason {
     ServerShutdown,
     /// The client said `leave`.
     Left,
+    /// Everyone but hidden participants left, which ends the session (hidden ones get this).
+    SessionEnded,
 }
 
 impl CloseReason {

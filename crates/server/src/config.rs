@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub replay_log_events: usize,
     /// A connection that sends nothing (not even a ping) for this long is closed.
     pub idle_timeout_ms: u64,
+    /// Where to send webhooks, if anywhere.
+    pub webhook: Option<crate::webhook::WebhookConfig>,
 }
 
 impl Default for ServerConfig {
@@ -41,6 +43,7 @@ impl Default for ServerConfig {
             outbound_queue: 1024,
             replay_log_events: 4096,
             idle_timeout_ms: 30_000,
+            webhook: None,
         }
     }
 }
@@ -114,6 +117,14 @@ impl ServerConfig {
                  config file, or use --dev"
                     .into(),
             ));
+        }
+        if let Some(webhook) = &self.webhook {
+            if !self.keys.contains_key(&webhook.api_key) {
+                return Err(ConfigError::Invalid(format!(
+                    "webhook.api_key {:?} is not one of the configured keys",
+                    webhook.api_key
+                )));
+            }
         }
         if self.outbound_queue == 0 || self.replay_log_events == 0 {
             return Err(ConfigError::Invalid(

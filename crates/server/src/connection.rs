@@ -21,12 +21,14 @@ pub async fn serve(socket: WebSocket, rooms: Arc<Rooms>, admission: Admission) {
     let connection = Connection::new(frames_tx.clone(), close_tx.clone());
     let connection_id = connection.id();
     let admitted = rooms.admit(admission, connection);
+    rooms.metrics().connections.inc();
     let (sink, stream) = socket.split();
-    let mut writer = tokio::spawn(write_frames(sink, admitted.initial, frames_rx, close_rx));
+    let metrics_rooms = rooms.clone();
+    let mut writer = tokio::spawn(write_frames(sink, admitted.initial, frames_rx, close_rx, metrics_rooms));
     let idle_timeout = rooms.config().idle_timeout();
     let ended_by_client = tokio::select! {
         _ = &mut writer => false,
-        reason = read_frames(stream, &admitted.room, &admitted.sid, connection_id, &frames_tx, idle_timeout) => {
+        reason = read_frames(stream, &rooms, &admitted.room, &admitted.sid, connection_id, &frames_tx, idle_timeout) => {
             if let Some(reason) = reason {
                 close_tx.send_replace(Some(Closing { reason, message: "no frame within the idle timeout".into() }));
             }
@@ -47,6 +49,7 @@ pub async fn serve(socket: WebSocket, rooms: Arc<Rooms>, admission: Admission) {
 /// decides to.
 async fn read_frames(
     mut stream: SplitStream<WebSocket>,
+    rooms: &Rooms,
     room: &Arc<crate::room::Room>,
     sid: &str,
     connection_id: u64,
@@ -63,6 +66,7 @@ async fn read_frames(
             }
             Ok(Some(Ok(message))) => message,
         };
+        rooms.metrics().messages_in.inc();
         let text = match message {
             Message::Text(text) => text,
             Message::Binary(_) => {
@@ -96,7 +100,10 @@ async fn write_frames(
     initial: Vec<Utf8Bytes>,
     mut frames: mpsc::Receiver<Utf8Bytes>,
     mut close: watch::Receiver<Option<Closing>>,
+    rooms: Arc<Rooms>,
 ) {
+    let sent = |count: usize| rooms.metrics().messages_out.inc_by(count as u64);
+    sent(initial.len());
     for frame in initial {
         if sink.feed(Message::Text(frame)).await.is_err() {
             return;
@@ -123,9 +130,11 @@ async fn write_frames(
                 if sink.feed(Message::Text(frame)).await.is_err() {
                     return;
                 }
+                let mut batch = 1;
                 for _ in 1..WRITE_BATCH {
                     match frames.try_recv() {
                         Ok(frame) => {
+                            batch += 1;
                             if sink.feed(Message::Text(frame)).await.is_err() {
                                 return;
                             }
@@ -133,6 +142,7 @@ async fn write_frames(
                         Err(_) => break,
                     }
                 }
+                sent(batch);
                 if sink.flush().await.is_err() {
                     return;
                 }

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use roomstate_protocol::{
     ConnectParams, ConnectRefusal, ConnectRefusalCode, PROTOCOL_VERSION, RTC_PATH,
 };
 
+use crate::api::{self, ApiState};
 use crate::auth::Authenticator;
 use crate::connection;
 use crate::room::{Admission, ResumeRequest, Rooms};
@@ -23,10 +24,25 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let api = ApiState {
+        rooms: state.rooms.clone(),
+        auth: state.auth.clone(),
+    };
+    let metrics_rooms = state.rooms.clone();
     Router::new()
         .route(RTC_PATH, get(rtc))
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                    metrics_rooms.metrics().render(),
+                )
+            }),
+        )
         .with_state(state)
+        .route("/twirp/{service}/{method}", post(api::twirp).with_state(api))
 }
 
 async fn rtc(

@@ -1,12 +1,17 @@
 //! The roomstate room server: holds each room's session store and participants and fans
 //! out their changes over WebSocket.
 
+pub mod api;
 pub mod auth;
+pub mod cli;
 pub mod config;
 mod connection;
 mod http;
+mod livekit;
+pub mod metrics;
 pub mod room;
 pub mod store;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,10 +24,17 @@ pub async fn serve(
     config: ServerConfig,
     on_listening: impl FnOnce(SocketAddr),
 ) -> std::io::Result<()> {
-    let config = Arc::new(config);
+    let webhooks = config.webhook.clone().map(|webhook| {
+        let secret = config.keys[&webhook.api_key].clone();
+        webhook::Webhooks::start(webhook, secret)
+    });
     let state = http::AppState {
-        rooms: Arc::new(room::Rooms::new(config.clone())),
         auth: Arc::new(auth::Authenticator::new(config.keys.clone())),
+        rooms: Arc::new(room::Rooms::new(Arc::new(room::Node {
+            metrics: metrics::Metrics::new(),
+            webhooks,
+            config: config.clone(),
+        }))),
     };
     let listener = tokio::net::TcpListener::bind(config.bind).await?;
     on_listening(listener.local_addr()?);

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use roomstate_server::config::{ConfigError, DEV_API_KEY, DEV_API_SECRET};
-use roomstate_server::ServerConfig;
+use roomstate_server::{cli, ServerConfig};
 
 /// roomstate: realtime room state (a shared session store and participant attributes)
 /// for apps with live rooms.
@@ -20,6 +20,34 @@ enum Command {
     /// Settings come from defaults, then --config, then these flags and their
     /// environment variables. Example: roomstate serve --dev
     Serve(ServeArgs),
+    /// Access tokens for participants.
+    Token {
+        #[command(subcommand)]
+        command: cli::TokenCommand,
+        #[command(flatten)]
+        server: cli::Server,
+    },
+    /// Rooms on a server (server API).
+    Room {
+        #[command(subcommand)]
+        command: cli::RoomCommand,
+        #[command(flatten)]
+        server: cli::Server,
+    },
+    /// Participants of a room (server API).
+    Participant {
+        #[command(subcommand)]
+        command: cli::ParticipantCommand,
+        #[command(flatten)]
+        server: cli::Server,
+    },
+    /// A room's session store (server API; `watch` joins as a hidden participant).
+    Store {
+        #[command(subcommand)]
+        command: cli::StoreCommand,
+        #[command(flatten)]
+        server: cli::Server,
+    },
 }
 
 #[derive(clap::Args)]
@@ -49,15 +77,31 @@ struct ServeArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Serve(args) => match serve(args) {
-            Ok(()) => std::process::ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("roomstate serve: {error}");
-                std::process::ExitCode::FAILURE
-            }
-        },
+    let outcome = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Token {
+            command: cli::TokenCommand::Create(args),
+            server,
+        } => cli::token_create(&server, args).map_err(Into::into),
+        Command::Room { command, server } => client(cli::room(&server, command)),
+        Command::Participant { command, server } => client(cli::participant(&server, command)),
+        Command::Store { command, server } => client(cli::store(&server, command)),
+    };
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("roomstate: {error}");
+            std::process::ExitCode::FAILURE
+        }
     }
+}
+
+/// Runs a client command on a small runtime.
+fn client(
+    command: impl std::future::Future<Output = Result<(), cli::CliError>>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(command).map_err(Into::into)
 }
 
 fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {

@@ -12,23 +12,59 @@ use std::sync::{Arc, Weak};
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
 use roomstate_protocol::{
-    Claims, ClientMessage, CloseReason, Entry, ErrorBody, ErrorCode, JoinInfo, Limit, Limits,
+    Claims, ClientMessage, CloseReason, Entry, ErrorBody, ErrorCode, JoinInfo, Limit, Limits, Millis,
     Outcome, ParticipantInfo, ParticipantPermission, Reply, ReplyBody, RequestId, ResumeInfo, Seq,
     ServerMessage, Snapshot, MAX_REQUESTS_IN_FLIGHT, PROTOCOL_VERSION, WILDCARD_KEY,
 };
 use tokio::sync::{mpsc, watch};
 
 use crate::config::ServerConfig;
+use crate::livekit;
+use crate::metrics::Metrics;
 use crate::store::{validate_key, Change, Store};
+use crate::webhook::Webhooks;
 
 /// Replies kept per participant for replay on resume: more than a client may have in
 /// flight, so none it is waiting for can be missing.
 const REPLY_CACHE: usize = 2 * MAX_REQUESTS_IN_FLIGHT;
 
+/// What every room of a node shares.
+pub struct Node {
+    pub config: ServerConfig,
+    pub metrics: Metrics,
+    pub webhooks: Option<Webhooks>,
+}
+
 /// Every room of this node.
 pub struct Rooms {
-    config: Arc<ServerConfig>,
+    node: Arc<Node>,
     rooms: Arc<Mutex<HashMap<String, Arc<Room>>>>,
+}
+
+/// Why an admin operation (server API) could not be done.
+#[derive(Debug)]
+pub enum AdminError {
+    NoSuchRoom(String),
+    NoSuchParticipant(String),
+    Refused(ErrorBody),
+}
+
+/// A room as the server API lists it.
+pub struct RoomSummary {
+    pub name: String,
+    pub session_id: String,
+    pub started_at: Millis,
+    pub metadata: String,
+    pub participants: usize,
+}
+
+/// What a server API call changes in a participant; absent fields stay.
+#[derive(Default)]
+pub struct ParticipantChange {
+    pub metadata: Option<String>,
+    pub name: Option<String>,
+    pub attributes: Option<std::collections::BTreeMap<String, String>>,
+    pub can_update_metadata: Option<bool>,
 }
 
 /// What the upgrade handler learned about a connecting client.
@@ -104,15 +140,19 @@ impl Connection {
 }
 
 impl Rooms {
-    pub fn new(config: Arc<ServerConfig>) -> Self {
+    pub fn new(node: Arc<Node>) -> Self {
         Rooms {
-            config,
+            node,
             rooms: Arc::default(),
         }
     }
 
     pub fn config(&self) -> &ServerConfig {
-        &self.config
+        &self.node.config
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.node.metrics
     }
 
     pub fn room_count(&self) -> usize {
@@ -129,7 +169,7 @@ impl Rooms {
                 .or_insert_with(|| {
                     Arc::new(Room {
                         name: admission.room.clone(),
-                        config: self.config.clone(),
+                        node: self.node.clone(),
                         registry: Arc::downgrade(&self.rooms),
                         state: Mutex::new(RoomState::default()),
                     })
@@ -151,7 +191,7 @@ impl Rooms {
 
 pub struct Room {
     name: String,
-    config: Arc<ServerConfig>,
+    node: Arc<Node>,
     registry: Weak<Mutex<HashMap<String, Arc<Room>>>>,
     state: Mutex<RoomState>,
 }
@@ -165,6 +205,10 @@ struct RoomState {
 
 struct Session {
     id: String,
+    started_at: Millis,
+    /// Whether a participant that is not hidden has joined: only they start a session
+    /// (and `room_started`), and the last of them to leave ends it.
+    announced: bool,
     seq: Seq,
     store: Store,
     metadata: String,
@@ -239,7 +283,21 @@ impl Room {
     }
 
     fn limits(&self) -> &Limits {
-        &self.config.limits
+        &self.node.config.limits
+    }
+
+    fn config(&self) -> &ServerConfig {
+        &self.node.config
+    }
+
+    fn webhook(&self, event: &str, session: &Session, participant: Option<&ParticipantInfo>) {
+        if let Some(webhooks) = &self.node.webhooks {
+            webhooks.send(
+                event,
+                livekit::room(&self.name, &session.summary(&self.name)),
+                participant.map(livekit::participant),
+            );
+        }
     }
 
     fn unregister(self: &Arc<Self>) {
@@ -267,7 +325,7 @@ impl Room {
             }
         }
         let session = state.session.get_or_insert_with(|| {
-            tracing::info!(room = %self.name, "session started");
+            self.node.metrics.rooms.inc();
             Session::new()
         });
         let identity = &admission.claims.sub;
@@ -290,6 +348,12 @@ impl Room {
         let info = participant.info.clone();
         session.participants.insert(sid.clone(), participant);
         if !hidden {
+            if !session.announced {
+                session.announced = true;
+                tracing::info!(room = %self.name, session = %session.id, "session started");
+                self.node.metrics.sessions_started.inc();
+                self.webhook("room_started", session, None);
+            }
             let seq = session.next_seq();
             self.emit(
                 session,
@@ -299,6 +363,7 @@ impl Room {
                 },
                 Audience::AllBut(sid.clone()),
             );
+            self.webhook("participant_joined", session, Some(&info));
         }
         let joined = ServerMessage::Joined(JoinInfo {
             protocol: PROTOCOL_VERSION,
@@ -310,7 +375,7 @@ impl Room {
             local: info,
             room_metadata: session.metadata.clone(),
             limits: *self.limits(),
-            reconnect_grace_ms: self.config.reconnect_grace_ms,
+            reconnect_grace_ms: self.config().reconnect_grace_ms,
         });
         tracing::debug!(room = %self.name, %sid, identity = %identity, "joined");
         (sid, vec![frame(&joined)])
@@ -355,7 +420,10 @@ impl Room {
         participant.last_request_id = id;
         let outcome = match self.apply(session, sid, message) {
             Ok(body) => Outcome::Ok(body),
-            Err(error) => Outcome::Error(error),
+            Err(error) => {
+                self.node.metrics.error(error.code.as_str());
+                Outcome::Error(error)
+            }
         };
         let reply = frame(&ServerMessage::Reply(Reply { id, outcome }));
         let after_seq = session.seq;
@@ -468,27 +536,41 @@ impl Room {
             ));
         }
         let author = participant.info.identity.clone();
+        self.write_as(session, &author, key, value, if_version)
+            .map(ReplyBody::Entry)
+    }
+
+    /// Applies a store write by `author` and tells the key's observers.
+    fn write_as(
+        self: &Arc<Self>,
+        session: &mut Session,
+        author: &str,
+        key: &str,
+        value: Option<serde_json::Value>,
+        if_version: Option<u64>,
+    ) -> Result<Entry, ErrorBody> {
         let seq = session.seq + 1;
         let limits = *self.limits();
         let change = Change {
             key,
             value,
             if_version,
-            author: &author,
+            author,
             at: now_millis(),
             seq,
         };
         match session.store.write(change, &limits)? {
             Some(written) => {
                 session.seq = seq;
+                self.node.metrics.store_writes.inc();
                 self.emit(
                     session,
                     &ServerMessage::StoreChanged(written.clone()),
                     Audience::Observers(key.to_string()),
                 );
-                Ok(ReplyBody::Entry(written))
+                Ok(written)
             }
-            None => Ok(ReplyBody::Entry(Entry::absent(key))),
+            None => Ok(Entry::absent(key)),
         }
     }
 
@@ -523,6 +605,7 @@ impl Room {
     fn emit(self: &Arc<Self>, session: &mut Session, message: &ServerMessage, audience: Audience) {
         let seq = message.seq().expect("only events are emitted");
         debug_assert_eq!(seq, session.seq, "events are emitted in sequence order");
+        let started = std::time::Instant::now();
         let frame = frame(message);
         let mut too_slow = Vec::new();
         for (sid, participant) in &session.participants {
@@ -537,9 +620,13 @@ impl Room {
             audience,
             frame,
         });
-        if session.log.len() > self.config.replay_log_events {
+        if session.log.len() > self.config().replay_log_events {
             session.log.pop_front();
         }
+        self.node
+            .metrics
+            .fanout_seconds
+            .observe(started.elapsed().as_secs_f64());
         for sid in too_slow {
             self.cut_slow_consumer(session, &sid);
         }
@@ -563,7 +650,7 @@ impl Room {
         let departure = participant.departure;
         let room = Arc::clone(self);
         let sid = sid.to_string();
-        let grace = self.config.reconnect_grace();
+        let grace = self.config().reconnect_grace();
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
             room.depart_if_still_gone(&sid, departure);
@@ -620,19 +707,34 @@ impl Room {
                 },
                 Audience::Everyone,
             );
+            self.webhook("participant_left", session, Some(&participant.info));
         }
         participant.connection
     }
 
-    /// Ends the session once nobody is left: the store goes with it.
+    /// Ends the session once nobody is left, or only hidden participants are (after
+    /// someone else was there): the store goes with it, and hidden participants are told.
     fn end_session_if_empty(self: &Arc<Self>, state: &mut RoomState) {
-        if state
-            .session
-            .as_ref()
-            .is_some_and(|session| session.participants.is_empty())
-        {
+        let over = state.session.as_ref().is_some_and(|session| {
+            let visible = session
+                .participants
+                .values()
+                .any(|participant| !participant.info.permission.hidden);
+            session.participants.is_empty() || (session.announced && !visible)
+        });
+        if over {
             let session = state.session.take().expect("checked");
             tracing::info!(room = %self.name, session = %session.id, keys = session.store.len(), "session ended");
+            for participant in session.participants.values() {
+                if let Some(connection) = &participant.connection {
+                    connection.close(CloseReason::SessionEnded, "the session ended: everyone left");
+                }
+            }
+            self.node.metrics.rooms.dec();
+            if session.announced {
+                self.node.metrics.sessions_ended.inc();
+                self.webhook("room_finished", &session, None);
+            }
             state.removed = true;
             let room = Arc::clone(self);
             // Not under this room's lock: the registry's lock comes first.
@@ -645,6 +747,8 @@ impl Session {
     fn new() -> Self {
         Session {
             id: format!("SE_{}", random_id()),
+            started_at: now_millis(),
+            announced: false,
             seq: 0,
             store: Store::default(),
             metadata: String::new(),
@@ -656,6 +760,28 @@ impl Session {
     fn next_seq(&mut self) -> Seq {
         self.seq += 1;
         self.seq
+    }
+
+    fn summary(&self, room: &str) -> RoomSummary {
+        RoomSummary {
+            name: room.to_string(),
+            session_id: self.id.clone(),
+            started_at: self.started_at,
+            metadata: self.metadata.clone(),
+            participants: self
+                .participants
+                .values()
+                .filter(|participant| !participant.info.permission.hidden)
+                .count(),
+        }
+    }
+
+    fn participant_by_identity(&self, identity: &str) -> Result<String, AdminError> {
+        self.participants
+            .iter()
+            .find(|(_, participant)| participant.info.identity == identity)
+            .map(|(sid, _)| sid.clone())
+            .ok_or_else(|| AdminError::NoSuchParticipant(identity.to_string()))
     }
 
     fn visible_participants(&self, except: &str) -> Vec<ParticipantInfo> {
@@ -881,4 +1007,127 @@ pub fn now_millis() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// The server API's operations: what a backend may do to a room without being in it.
+impl Rooms {
+    /// Runs `operation` on `room`'s session, if it has one.
+    fn with_session<R>(
+        &self,
+        room: &str,
+        operation: impl FnOnce(&Arc<Room>, &mut RoomState) -> Result<R, AdminError>,
+    ) -> Result<R, AdminError> {
+        let found = self.rooms.lock().get(room).cloned();
+        let Some(found) = found else {
+            return Err(AdminError::NoSuchRoom(room.to_string()));
+        };
+        let mut state = found.state.lock();
+        if state.session.is_none() {
+            return Err(AdminError::NoSuchRoom(room.to_string()));
+        }
+        operation(&found, &mut state)
+    }
+
+    pub fn list(&self, names: &[String]) -> Vec<RoomSummary> {
+        let rooms: Vec<Arc<Room>> = self.rooms.lock().values().cloned().collect();
+        let mut listed: Vec<RoomSummary> = rooms
+            .iter()
+            .filter(|room| names.is_empty() || names.contains(&room.name))
+            .filter_map(|room| {
+                let state = room.state.lock();
+                state.session.as_ref().map(|session| session.summary(&room.name))
+            })
+            .collect();
+        listed.sort_by(|a, b| a.name.cmp(&b.name));
+        listed
+    }
+
+    pub fn participants(&self, room: &str) -> Result<Vec<ParticipantInfo>, AdminError> {
+        self.with_session(room, |_, state| {
+            let session = state.session.as_ref().expect("checked");
+            let mut all: Vec<ParticipantInfo> = session
+                .participants
+                .values()
+                .map(|participant| participant.info.clone())
+                .collect();
+            all.sort_by_key(|info| info.joined_at);
+            Ok(all)
+        })
+    }
+
+    pub fn participant(&self, room: &str, identity: &str) -> Result<ParticipantInfo, AdminError> {
+        self.with_session(room, |_, state| {
+            let session = state.session.as_ref().expect("checked");
+            let sid = session.participant_by_identity(identity)?;
+            Ok(session.participants[&sid].info.clone())
+        })
+    }
+
+    pub fn update_participant(
+        &self,
+        room: &str,
+        identity: &str,
+        change: ParticipantChange,
+    ) -> Result<ParticipantInfo, AdminError> {
+        self.with_session(room, |room, state| {
+            let session = state.session.as_mut().expect("checked");
+            let sid = session.participant_by_identity(identity)?;
+            let mut info = session.participants[&sid].info.clone();
+            apply_participant_update(&mut info, change.attributes, change.metadata, change.name, room.limits())
+                .map_err(AdminError::Refused)?;
+            if let Some(allowed) = change.can_update_metadata {
+                info.permission.can_update_metadata = allowed;
+            }
+            Ok(room.update_participant(session, &sid, info))
+        })
+    }
+
+    pub fn remove_participant(&self, room: &str, identity: &str) -> Result<(), AdminError> {
+        self.with_session(room, |room, state| {
+            let session = state.session.as_mut().expect("checked");
+            let sid = session.participant_by_identity(identity)?;
+            if let Some(connection) = room.remove_participant(session, &sid) {
+                connection.close(CloseReason::Removed, "removed by the server API");
+            }
+            room.end_session_if_empty(state);
+            Ok(())
+        })
+    }
+
+    pub fn set_room_metadata(&self, room: &str, metadata: String) -> Result<RoomSummary, AdminError> {
+        self.with_session(room, |room, state| {
+            let limit = room.limits().metadata_bytes;
+            if metadata.len() > limit {
+                return Err(AdminError::Refused(ErrorBody::limit(Limit::MetadataBytes, limit, metadata.len())));
+            }
+            let session = state.session.as_mut().expect("checked");
+            session.metadata = metadata.clone();
+            let seq = session.next_seq();
+            room.emit(session, &ServerMessage::RoomMetadataChanged { seq, metadata }, Audience::Everyone);
+            Ok(session.summary(&room.name))
+        })
+    }
+
+    pub fn store_entries(&self, room: &str, keys: &[String]) -> Result<Vec<Entry>, AdminError> {
+        self.with_session(room, |_, state| {
+            let session = state.session.as_ref().expect("checked");
+            Ok(session.entries(keys))
+        })
+    }
+
+    /// A store write by the server API: `author` names the caller.
+    pub fn store_write(
+        &self,
+        room: &str,
+        author: &str,
+        key: &str,
+        value: Option<serde_json::Value>,
+        if_version: Option<u64>,
+    ) -> Result<Entry, AdminError> {
+        self.with_session(room, |room, state| {
+            let session = state.session.as_mut().expect("checked");
+            room.write_as(session, author, key, value, if_version)
+                .map_err(AdminError::Refused)
+        })
+    }
 }

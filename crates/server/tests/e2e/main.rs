@@ -5,5 +5,6 @@ mod harness;
 
 mod auth_and_limits;
 mod participants;
+mod server_api;
 mod sessions;
 mod store;
