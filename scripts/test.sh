@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Runs every test: formatting, lints, the Rust suites (unit tests and end-to-end tests
-# against real `roomstate serve` processes), then the Kotlin bindings' JUnit suite on the
-# JVM against a real server. Installs what the tests need (JDK, Maven) when missing.
+# against real `roomstate serve` processes, LiveKit's Rust and Node server SDKs among the
+# clients), then the Kotlin bindings' JUnit suite on the JVM against a real server.
+# Installs what the tests need (JDK, Maven, Node packages) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_rust
 command -v javac >/dev/null 2>&1 || apt_install openjdk-17-jdk-headless
 command -v mvn >/dev/null 2>&1 || apt_install maven
+command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+
+say "LiveKit's Node server SDK, for the server API acceptance tests"
+npm ci --prefix crates/server/tests/sdk-js --no-audit --no-fund --loglevel=error
 
 say "format"
 cargo fmt --all -- --check

@@ -72,9 +72,10 @@ impl From<AdminError> for TwirpError {
             AdminError::NoSuchRoom(room) => {
                 TwirpError::new("not_found", format!("room {room:?} has no active session"))
             }
-            AdminError::NoSuchParticipant(identity) => {
-                TwirpError::new("not_found", format!("no participant {identity:?} in the room"))
-            }
+            AdminError::NoSuchParticipant(identity) => TwirpError::new(
+                "not_found",
+                format!("no participant {identity:?} in the room"),
+            ),
             AdminError::Refused(error) => error.into(),
         }
     }
@@ -90,15 +91,29 @@ impl From<ErrorBody> for TwirpError {
             ErrorCode::Internal => "internal",
         };
         let mut twirp = TwirpError::new(code, error.message);
-        twirp.meta.insert("roomstate_code".into(), error.code.as_str().into());
+        twirp
+            .meta
+            .insert("roomstate_code".into(), error.code.as_str().into());
         if let Some(limit) = error.limit {
-            twirp.meta.insert("limit".into(), serde_json::to_value(limit.limit).unwrap_or_default().as_str().unwrap_or_default().into());
+            twirp.meta.insert(
+                "limit".into(),
+                serde_json::to_value(limit.limit)
+                    .unwrap_or_default()
+                    .as_str()
+                    .unwrap_or_default()
+                    .into(),
+            );
             twirp.meta.insert("max".into(), limit.max.to_string());
             twirp.meta.insert("actual".into(), limit.actual.to_string());
         }
         if let Some(current) = error.current {
-            twirp.meta.insert("current_version".into(), current.version.to_string());
-            twirp.meta.insert("current".into(), serde_json::to_string(&current).unwrap_or_default());
+            twirp
+                .meta
+                .insert("current_version".into(), current.version.to_string());
+            twirp.meta.insert(
+                "current".into(),
+                serde_json::to_string(&current).unwrap_or_default(),
+            );
         }
         twirp
     }
@@ -127,20 +142,29 @@ fn encoding(headers: &HeaderMap) -> Result<Encoding, TwirpError> {
     }
 }
 
-fn decode<T: prost::Message + Default + DeserializeOwned>(encoding: Encoding, body: &[u8]) -> Result<T, TwirpError> {
+fn decode<T: prost::Message + Default + DeserializeOwned>(
+    encoding: Encoding,
+    body: &[u8],
+) -> Result<T, TwirpError> {
     match encoding {
-        Encoding::Protobuf => T::decode(body).map_err(|error| TwirpError::new("malformed", format!("bad protobuf body: {error}"))),
+        Encoding::Protobuf => T::decode(body)
+            .map_err(|error| TwirpError::new("malformed", format!("bad protobuf body: {error}"))),
         Encoding::Json => decode_json(body),
     }
 }
 
 fn decode_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, TwirpError> {
-    serde_json::from_slice(body).map_err(|error| TwirpError::new("malformed", format!("bad JSON body: {error}")))
+    serde_json::from_slice(body)
+        .map_err(|error| TwirpError::new("malformed", format!("bad JSON body: {error}")))
 }
 
 fn reply<T: prost::Message + Serialize>(encoding: Encoding, message: &T) -> Response {
     match encoding {
-        Encoding::Protobuf => ([(header::CONTENT_TYPE, "application/protobuf")], message.encode_to_vec()).into_response(),
+        Encoding::Protobuf => (
+            [(header::CONTENT_TYPE, "application/protobuf")],
+            message.encode_to_vec(),
+        )
+            .into_response(),
         Encoding::Json => axum::Json(message).into_response(),
     }
 }
@@ -156,21 +180,28 @@ fn authorize(state: &ApiState, headers: &HeaderMap, grant: Grant) -> Result<Clai
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
-        .ok_or_else(|| TwirpError::new("unauthenticated", "missing Authorization: Bearer <token>"))?;
+        .ok_or_else(|| {
+            TwirpError::new("unauthenticated", "missing Authorization: Bearer <token>")
+        })?;
     let claims = state
         .auth
         .verify_signed(token)
         .map_err(|refusal| TwirpError::new("unauthenticated", refusal.message))?;
     let allowed = match grant {
         Grant::RoomList => claims.video.room_list,
-        Grant::RoomAdmin(room) => claims.video.room_admin && (claims.video.room.is_empty() || claims.video.room == room),
+        Grant::RoomAdmin(room) => {
+            claims.video.room_admin && (claims.video.room.is_empty() || claims.video.room == room)
+        }
     };
     if !allowed {
         let needed = match grant {
             Grant::RoomList => "video.roomList".to_string(),
             Grant::RoomAdmin(room) => format!("video.roomAdmin for room {room:?}"),
         };
-        return Err(TwirpError::new("permission_denied", format!("the token does not grant {needed}")));
+        return Err(TwirpError::new(
+            "permission_denied",
+            format!("the token does not grant {needed}"),
+        ));
     }
     Ok(claims)
 }
@@ -184,7 +215,10 @@ pub async fn twirp(
     let result = match service.as_str() {
         "livekit.RoomService" => room_service(&state, &method, &headers, &body),
         "roomstate.SessionStore" => session_store(&state, &method, &headers, &body),
-        _ => Err(TwirpError::new("bad_route", format!("no service {service:?}"))),
+        _ => Err(TwirpError::new(
+            "bad_route",
+            format!("no service {service:?}"),
+        )),
     };
     result.unwrap_or_else(|error| {
         state.rooms.metrics().error(&error.code);
@@ -192,7 +226,12 @@ pub async fn twirp(
     })
 }
 
-fn room_service(state: &ApiState, method: &str, headers: &HeaderMap, body: &[u8]) -> Result<Response, TwirpError> {
+fn room_service(
+    state: &ApiState,
+    method: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, TwirpError> {
     let encoding = encoding(headers)?;
     let rooms = &state.rooms;
     match method {
@@ -200,14 +239,24 @@ fn room_service(state: &ApiState, method: &str, headers: &HeaderMap, body: &[u8]
             let request: lk::ListRoomsRequest = decode(encoding, body)?;
             authorize(state, headers, Grant::RoomList)?;
             let listed = rooms.list(&request.names);
-            let rooms = listed.iter().map(|summary| livekit::room(&summary.name, summary)).collect();
+            let rooms = listed
+                .iter()
+                .map(|summary| livekit::room(&summary.name, summary))
+                .collect();
             Ok(reply(encoding, &lk::ListRoomsResponse { rooms }))
         }
         "ListParticipants" => {
             let request: lk::ListParticipantsRequest = decode(encoding, body)?;
             authorize(state, headers, Grant::RoomAdmin(&request.room))?;
-            let participants = rooms.participants(&request.room)?.iter().map(livekit::participant).collect();
-            Ok(reply(encoding, &lk::ListParticipantsResponse { participants }))
+            let participants = rooms
+                .participants(&request.room)?
+                .iter()
+                .map(livekit::participant)
+                .collect();
+            Ok(reply(
+                encoding,
+                &lk::ListParticipantsResponse { participants },
+            ))
         }
         "GetParticipant" => {
             let request: lk::RoomParticipantIdentity = decode(encoding, body)?;
@@ -223,8 +272,11 @@ fn room_service(state: &ApiState, method: &str, headers: &HeaderMap, body: &[u8]
             let change = ParticipantChange {
                 metadata: (!request.metadata.is_empty()).then_some(request.metadata),
                 name: (!request.name.is_empty()).then_some(request.name),
-                attributes: (!request.attributes.is_empty()).then(|| request.attributes.into_iter().collect()),
-                can_update_metadata: request.permission.map(|permission| permission.can_update_metadata),
+                attributes: (!request.attributes.is_empty())
+                    .then(|| request.attributes.into_iter().collect()),
+                can_update_metadata: request
+                    .permission
+                    .map(|permission| permission.can_update_metadata),
             };
             let info = rooms.update_participant(&request.room, &request.identity, change)?;
             Ok(reply(encoding, &livekit::participant(&info)))
@@ -241,7 +293,10 @@ fn room_service(state: &ApiState, method: &str, headers: &HeaderMap, body: &[u8]
             let summary = rooms.set_room_metadata(&request.room, request.metadata)?;
             Ok(reply(encoding, &livekit::room(&summary.name, &summary)))
         }
-        _ => Err(TwirpError::new("bad_route", format!("livekit.RoomService has no method {method:?} here"))),
+        _ => Err(TwirpError::new(
+            "bad_route",
+            format!("livekit.RoomService has no method {method:?} here"),
+        )),
     }
 }
 
@@ -289,37 +344,59 @@ pub struct StoreListResponse {
     pub entries: Vec<Entry>,
 }
 
-fn session_store(state: &ApiState, method: &str, headers: &HeaderMap, body: &[u8]) -> Result<Response, TwirpError> {
+fn session_store(
+    state: &ApiState,
+    method: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, TwirpError> {
     if encoding(headers)? != Encoding::Json {
-        return Err(TwirpError::new("bad_route", "roomstate.SessionStore speaks application/json"));
+        return Err(TwirpError::new(
+            "bad_route",
+            "roomstate.SessionStore speaks application/json",
+        ));
     }
     let rooms = &state.rooms;
     match method {
         "Get" => {
             let request: StoreKeyRequest = decode_json(body)?;
             authorize(state, headers, Grant::RoomAdmin(&request.room))?;
-            let entry = rooms.store_entries(&request.room, std::slice::from_ref(&request.key))?.remove(0);
+            let entry = rooms
+                .store_entries(&request.room, std::slice::from_ref(&request.key))?
+                .remove(0);
             Ok(axum::Json(StoreEntryResponse { entry }).into_response())
         }
         "List" => {
             let request: StoreListRequest = decode_json(body)?;
             authorize(state, headers, Grant::RoomAdmin(&request.room))?;
-            let entries = rooms.store_entries(&request.room, &[roomstate_protocol::WILDCARD_KEY.to_string()])?;
+            let entries = rooms.store_entries(
+                &request.room,
+                &[roomstate_protocol::WILDCARD_KEY.to_string()],
+            )?;
             Ok(axum::Json(StoreListResponse { entries }).into_response())
         }
         "Set" | "Delete" => {
             let (room, key, value, expected_version) = if method == "Set" {
                 let request: StoreSetRequest = decode_json(body)?;
-                (request.room, request.key, Some(request.value), request.expected_version)
+                (
+                    request.room,
+                    request.key,
+                    Some(request.value),
+                    request.expected_version,
+                )
             } else {
                 let request: StoreDeleteRequest = decode_json(body)?;
                 (request.room, request.key, None, request.expected_version)
             };
             let claims = authorize(state, headers, Grant::RoomAdmin(&room))?;
-            let entry = rooms.store_write(&room, &api_caller(&claims), &key, value, expected_version)?;
+            let entry =
+                rooms.store_write(&room, &api_caller(&claims), &key, value, expected_version)?;
             Ok(axum::Json(StoreEntryResponse { entry }).into_response())
         }
-        _ => Err(TwirpError::new("bad_route", format!("roomstate.SessionStore has no method {method:?}"))),
+        _ => Err(TwirpError::new(
+            "bad_route",
+            format!("roomstate.SessionStore has no method {method:?}"),
+        )),
     }
 }
 

@@ -22,13 +22,23 @@ use crate::auth::{mint_token, unix_now};
 #[derive(Args, Debug, Clone)]
 pub struct Server {
     /// The server's address.
-    #[arg(long, env = "ROOMSTATE_URL", default_value = "http://127.0.0.1:7880", global = true)]
+    #[arg(
+        long,
+        env = "ROOMSTATE_URL",
+        default_value = "http://127.0.0.1:7880",
+        global = true
+    )]
     pub url: String,
     /// API key (the `iss` of the tokens the CLI signs).
     #[arg(long, env = "ROOMSTATE_API_KEY", global = true)]
     pub api_key: Option<String>,
     /// API secret matching the key.
-    #[arg(long, env = "ROOMSTATE_API_SECRET", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "ROOMSTATE_API_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
     pub api_secret: Option<String>,
     /// Print JSON instead of tables, for scripts.
     #[arg(long, global = true)]
@@ -195,7 +205,12 @@ impl Server {
         }
     }
 
-    fn sign(&self, video: VideoGrant, identity: &str, valid_for: Duration) -> Result<String, CliError> {
+    fn sign(
+        &self,
+        video: VideoGrant,
+        identity: &str,
+        valid_for: Duration,
+    ) -> Result<String, CliError> {
         let (key, secret) = self.credentials()?;
         let claims = Claims {
             iss: key.to_string(),
@@ -234,10 +249,13 @@ impl Server {
                 reason: error.to_string(),
             })?;
         let status = response.status();
-        let body = response.text().await.map_err(|error| CliError::Unreachable {
-            url: self.url.clone(),
-            reason: error.to_string(),
-        })?;
+        let body = response
+            .text()
+            .await
+            .map_err(|error| CliError::Unreachable {
+                url: self.url.clone(),
+                reason: error.to_string(),
+            })?;
         if status.is_success() {
             return serde_json::from_str(&body).map_err(|error| CliError::Server {
                 code: "malformed".into(),
@@ -262,7 +280,10 @@ impl Server {
 }
 
 fn print_json(value: &impl Serialize) {
-    println!("{}", serde_json::to_string_pretty(value).expect("serializes"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("serializes")
+    );
 }
 
 pub fn token_create(server: &Server, args: TokenCreate) -> Result<(), CliError> {
@@ -283,14 +304,16 @@ pub fn token_create(server: &Server, args: TokenCreate) -> Result<(), CliError> 
             can_update_own_metadata: Some(args.can_update_metadata),
             hidden: args.hidden,
         },
-        roomstate: args.read_only_store.then(|| RoomStateGrant {
+        roomstate: args.read_only_store.then_some(RoomStateGrant {
             can_write_store: Some(false),
             store_write_prefixes: None,
         }),
     };
     let token = mint_token(&claims, secret);
     if server.json {
-        print_json(&serde_json::json!({"token": token, "room": args.room, "identity": args.identity}));
+        print_json(
+            &serde_json::json!({"token": token, "room": args.room, "identity": args.identity}),
+        );
     } else {
         println!("{token}");
     }
@@ -301,24 +324,45 @@ pub async fn room(server: &Server, command: RoomCommand) -> Result<(), CliError>
     match command {
         RoomCommand::List => {
             let response: lk::ListRoomsResponse = server
-                .call("livekit.RoomService", "ListRooms", None, &lk::ListRoomsRequest::default())
+                .call(
+                    "livekit.RoomService",
+                    "ListRooms",
+                    None,
+                    &lk::ListRoomsRequest::default(),
+                )
                 .await?;
             if server.json {
-                return Ok(print_json(&response.rooms));
+                print_json(&response.rooms);
+                return Ok(());
             }
             if response.rooms.is_empty() {
                 println!("no rooms with an active session");
             }
             let rows = response.rooms.iter().map(|room| {
-                vec![room.name.clone(), room.num_participants.to_string(), room.sid.clone(), room.metadata.clone()]
+                vec![
+                    room.name.clone(),
+                    room.num_participants.to_string(),
+                    room.sid.clone(),
+                    room.metadata.clone(),
+                ]
             });
             print_table(&["ROOM", "PARTICIPANTS", "SESSION", "METADATA"], rows);
         }
         RoomCommand::Metadata {
             action: MetadataAction::Set { room, metadata },
         } => {
-            let request = lk::UpdateRoomMetadataRequest { room: room.clone(), metadata };
-            let updated: lk::Room = server.call("livekit.RoomService", "UpdateRoomMetadata", Some(&room), &request).await?;
+            let request = lk::UpdateRoomMetadataRequest {
+                room: room.clone(),
+                metadata,
+            };
+            let updated: lk::Room = server
+                .call(
+                    "livekit.RoomService",
+                    "UpdateRoomMetadata",
+                    Some(&room),
+                    &request,
+                )
+                .await?;
             if server.json {
                 print_json(&updated);
             } else {
@@ -334,14 +378,31 @@ pub async fn participant(server: &Server, command: ParticipantCommand) -> Result
     let shown: Vec<lk::ParticipantInfo> = match command {
         ParticipantCommand::List { room } => {
             let request = lk::ListParticipantsRequest { room: room.clone() };
-            let response: lk::ListParticipantsResponse = server.call(SERVICE, "ListParticipants", Some(&room), &request).await?;
+            let response: lk::ListParticipantsResponse = server
+                .call(SERVICE, "ListParticipants", Some(&room), &request)
+                .await?;
             response.participants
         }
         ParticipantCommand::Get { room, identity } => {
-            let request = lk::RoomParticipantIdentity { room: room.clone(), identity, ..Default::default() };
-            vec![server.call(SERVICE, "GetParticipant", Some(&room), &request).await?]
+            let request = lk::RoomParticipantIdentity {
+                room: room.clone(),
+                identity,
+                ..Default::default()
+            };
+            vec![
+                server
+                    .call(SERVICE, "GetParticipant", Some(&room), &request)
+                    .await?,
+            ]
         }
-        ParticipantCommand::Update { room, identity, metadata, name, attributes, can_update_metadata } => {
+        ParticipantCommand::Update {
+            room,
+            identity,
+            metadata,
+            name,
+            attributes,
+            can_update_metadata,
+        } => {
             let request = lk::UpdateParticipantRequest {
                 room: room.clone(),
                 identity,
@@ -354,13 +415,22 @@ pub async fn participant(server: &Server, command: ParticipantCommand) -> Result
                     can_publish_data: true,
                     ..Default::default()
                 }),
-                ..Default::default()
             };
-            vec![server.call(SERVICE, "UpdateParticipant", Some(&room), &request).await?]
+            vec![
+                server
+                    .call(SERVICE, "UpdateParticipant", Some(&room), &request)
+                    .await?,
+            ]
         }
         ParticipantCommand::Remove { room, identity } => {
-            let request = lk::RoomParticipantIdentity { room: room.clone(), identity: identity.clone(), ..Default::default() };
-            let _: lk::RemoveParticipantResponse = server.call(SERVICE, "RemoveParticipant", Some(&room), &request).await?;
+            let request = lk::RoomParticipantIdentity {
+                room: room.clone(),
+                identity: identity.clone(),
+                ..Default::default()
+            };
+            let _: lk::RemoveParticipantResponse = server
+                .call(SERVICE, "RemoveParticipant", Some(&room), &request)
+                .await?;
             if server.json {
                 print_json(&serde_json::json!({"removed": identity, "room": room}));
             } else {
@@ -370,15 +440,28 @@ pub async fn participant(server: &Server, command: ParticipantCommand) -> Result
         }
     };
     if server.json {
-        return Ok(print_json(&shown));
+        print_json(&shown);
+        return Ok(());
     }
     let rows = shown.iter().map(|participant| {
         let attributes: BTreeMap<_, _> = participant.attributes.iter().collect();
-        let attributes = attributes.iter().fold(String::new(), |mut text, (key, value)| {
-            let _ = write!(text, "{}{key}={value}", if text.is_empty() { "" } else { " " });
-            text
-        });
-        vec![participant.identity.clone(), participant.sid.clone(), participant.name.clone(), participant.metadata.clone(), attributes]
+        let attributes = attributes
+            .iter()
+            .fold(String::new(), |mut text, (key, value)| {
+                let _ = write!(
+                    text,
+                    "{}{key}={value}",
+                    if text.is_empty() { "" } else { " " }
+                );
+                text
+            });
+        vec![
+            participant.identity.clone(),
+            participant.sid.clone(),
+            participant.name.clone(),
+            participant.metadata.clone(),
+            attributes,
+        ]
     });
     print_table(&["IDENTITY", "SID", "NAME", "METADATA", "ATTRIBUTES"], rows);
     Ok(())
@@ -388,36 +471,78 @@ pub async fn store(server: &Server, command: StoreCommand) -> Result<(), CliErro
     const SERVICE: &str = "roomstate.SessionStore";
     let entries: Vec<Entry> = match command {
         StoreCommand::Get { room, key } => {
-            let response: StoreEntryResponse = server.call(SERVICE, "Get", Some(&room), &StoreKeyRequest { room: room.clone(), key }).await?;
+            let response: StoreEntryResponse = server
+                .call(
+                    SERVICE,
+                    "Get",
+                    Some(&room),
+                    &StoreKeyRequest {
+                        room: room.clone(),
+                        key,
+                    },
+                )
+                .await?;
             vec![response.entry]
         }
-        StoreCommand::Set { room, key, value, if_version } => {
+        StoreCommand::Set {
+            room,
+            key,
+            value,
+            if_version,
+        } => {
             // Bare words are strings, so `store set r pinned hello` does what it says.
             let value = serde_json::from_str(&value).unwrap_or(serde_json::Value::String(value));
-            let request = StoreSetRequest { room: room.clone(), key, value, expected_version: if_version };
-            let response: StoreEntryResponse = server.call(SERVICE, "Set", Some(&room), &request).await?;
+            let request = StoreSetRequest {
+                room: room.clone(),
+                key,
+                value,
+                expected_version: if_version,
+            };
+            let response: StoreEntryResponse =
+                server.call(SERVICE, "Set", Some(&room), &request).await?;
             vec![response.entry]
         }
-        StoreCommand::Delete { room, key, if_version } => {
-            let request = StoreDeleteRequest { room: room.clone(), key, expected_version: if_version };
-            let response: StoreEntryResponse = server.call(SERVICE, "Delete", Some(&room), &request).await?;
+        StoreCommand::Delete {
+            room,
+            key,
+            if_version,
+        } => {
+            let request = StoreDeleteRequest {
+                room: room.clone(),
+                key,
+                expected_version: if_version,
+            };
+            let response: StoreEntryResponse = server
+                .call(SERVICE, "Delete", Some(&room), &request)
+                .await?;
             vec![response.entry]
         }
         StoreCommand::List { room } => {
-            let response: StoreListResponse = server.call(SERVICE, "List", Some(&room), &StoreListRequest { room: room.clone() }).await?;
+            let response: StoreListResponse = server
+                .call(
+                    SERVICE,
+                    "List",
+                    Some(&room),
+                    &StoreListRequest { room: room.clone() },
+                )
+                .await?;
             response.entries
         }
         StoreCommand::Watch { room, keys } => return watch(server, room, keys).await,
     };
     if server.json {
-        return Ok(print_json(&entries));
+        print_json(&entries);
+        return Ok(());
     }
     let rows = entries.iter().map(|entry| {
         vec![
             entry.key.clone(),
             entry.version.to_string(),
             entry.updated_by.clone(),
-            entry.value.as_ref().map_or("(absent)".to_string(), |value| value.to_string()),
+            entry
+                .value
+                .as_ref()
+                .map_or("(absent)".to_string(), |value| value.to_string()),
         ]
     });
     print_table(&["KEY", "VERSION", "UPDATED_BY", "VALUE"], rows);
@@ -434,13 +559,18 @@ impl roomstate::KeyChangeListener for Printer {
     fn on_key_changed(&self, key: String, entry: Option<roomstate::StoreEntry>) {
         if self.json {
             let line = match entry {
-                Some(entry) => serde_json::json!({"key": key, "value": entry.value, "version": entry.version, "updated_by": entry.updated_by, "updated_at": entry.updated_at_ms}),
+                Some(entry) => {
+                    serde_json::json!({"key": key, "value": entry.value, "version": entry.version, "updated_by": entry.updated_by, "updated_at": entry.updated_at_ms})
+                }
                 None => serde_json::json!({"key": key, "value": null}),
             };
             println!("{line}");
         } else {
             match entry {
-                Some(entry) => println!("{key} = {}  (v{} by {})", entry.value, entry.version, entry.updated_by),
+                Some(entry) => println!(
+                    "{key} = {}  (v{} by {})",
+                    entry.value, entry.version, entry.updated_by
+                ),
                 None => println!("{key} is absent"),
             }
         }
@@ -453,7 +583,9 @@ impl roomstate::RoomListener for Printer {
             roomstate::ConnectionState::Disconnected { reason } => {
                 let _ = self.ended.send(reason);
             }
-            roomstate::ConnectionState::Reconnecting => eprintln!("connection lost; reconnecting..."),
+            roomstate::ConnectionState::Reconnecting => {
+                eprintln!("connection lost; reconnecting...")
+            }
             _ => {}
         }
     }
@@ -469,16 +601,37 @@ async fn watch(server: &Server, room: String, keys: Vec<String>) -> Result<(), C
     };
     let token = server.sign(video, &identity, Duration::from_secs(24 * 3600))?;
     let (ended, mut end) = tokio::sync::mpsc::unbounded_channel();
-    let printer = Arc::new(Printer { json: server.json, ended });
-    let url = server.url.replace("http://", "ws://").replace("https://", "wss://");
-    let joined = roomstate::Room::connect(&url, &token, printer.clone(), roomstate::ConnectOptions::default()).await;
+    let printer = Arc::new(Printer {
+        json: server.json,
+        ended,
+    });
+    let url = server
+        .url
+        .replace("http://", "ws://")
+        .replace("https://", "wss://");
+    let joined = roomstate::Room::connect(
+        &url,
+        &token,
+        printer.clone(),
+        roomstate::ConnectOptions::default(),
+    )
+    .await;
     let room_handle = joined.map_err(|error| match error {
-        roomstate::RoomError::Connect { message } => CliError::Unreachable { url: server.url.clone(), reason: message },
+        roomstate::RoomError::Connect { message } => CliError::Unreachable {
+            url: server.url.clone(),
+            reason: message,
+        },
         roomstate::RoomError::InvalidToken { message, .. } => CliError::Credentials(message),
         other => CliError::Room(other),
     })?;
-    let keys = if keys.is_empty() { vec![WILDCARD_KEY.to_string()] } else { keys };
-    room_handle.session_store().add_key_change_listener(keys, printer)?;
+    let keys = if keys.is_empty() {
+        vec![WILDCARD_KEY.to_string()]
+    } else {
+        keys
+    };
+    room_handle
+        .session_store()
+        .add_key_change_listener(keys, printer)?;
     eprintln!("watching room {room} (Ctrl-C to stop)");
     tokio::select! {
         reason = end.recv() => {
@@ -502,7 +655,11 @@ fn print_table(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) {
         }
     }
     let line = |cells: Vec<String>| {
-        let padded: Vec<String> = cells.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
         println!("{}", padded.join("  ").trim_end());
     };
     line(headers.iter().map(|header| header.to_string()).collect());

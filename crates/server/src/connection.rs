@@ -24,7 +24,13 @@ pub async fn serve(socket: WebSocket, rooms: Arc<Rooms>, admission: Admission) {
     rooms.metrics().connections.inc();
     let (sink, stream) = socket.split();
     let metrics_rooms = rooms.clone();
-    let mut writer = tokio::spawn(write_frames(sink, admitted.initial, frames_rx, close_rx, metrics_rooms));
+    let mut writer = tokio::spawn(write_frames(
+        sink,
+        admitted.initial,
+        frames_rx,
+        close_rx,
+        metrics_rooms,
+    ));
     let idle_timeout = rooms.config().idle_timeout();
     let ended_by_client = tokio::select! {
         _ = &mut writer => false,

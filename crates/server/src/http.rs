@@ -36,13 +36,19 @@ pub fn router(state: AppState) -> Router {
             "/metrics",
             get(move || async move {
                 (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                    [(
+                        header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
                     metrics_rooms.metrics().render(),
                 )
             }),
         )
         .with_state(state)
-        .route("/twirp/{service}/{method}", post(api::twirp).with_state(api))
+        .route(
+            "/twirp/{service}/{method}",
+            post(api::twirp).with_state(api),
+        )
 }
 
 async fn rtc(

@@ -7,11 +7,27 @@ use roomstate_server::{cli, ServerConfig};
 /// roomstate: realtime room state (a shared session store and participant attributes)
 /// for apps with live rooms.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(
+    version,
+    about = "roomstate: realtime room state (a shared session store and participant attributes) for apps with live rooms",
+    after_help = EXAMPLES
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+const EXAMPLES: &str = "\
+A first session:
+  roomstate serve --dev                      # a server on ws://127.0.0.1:7880, keys devkey/secret
+  export ROOMSTATE_API_KEY=devkey ROOMSTATE_API_SECRET=secret
+  roomstate token create --room class-7 --identity alice --can-update-metadata
+  roomstate store watch class-7              # live changes (joins hidden)
+  roomstate store set class-7 pinned '{\"text\":\"Welcome\"}'
+  roomstate participant update class-7 alice --attribute hand=up
+  roomstate room list
+
+Every command takes --url (ROOMSTATE_URL), --api-key, --api-secret and --json.";
 
 #[derive(Subcommand)]
 enum Command {
@@ -100,7 +116,9 @@ fn main() -> std::process::ExitCode {
 fn client(
     command: impl std::future::Future<Output = Result<(), cli::CliError>>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(command).map_err(Into::into)
 }
 

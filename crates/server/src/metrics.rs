@@ -42,25 +42,58 @@ impl Metrics {
             fanout_seconds: Histogram::new(exponential_buckets(1e-6, 4.0, 11)),
             registry: Registry::default(),
         };
-        registry.register("connections", "Open WebSocket connections", metrics.connections.clone());
+        registry.register(
+            "connections",
+            "Open WebSocket connections",
+            metrics.connections.clone(),
+        );
         registry.register("rooms", "Rooms with a session", metrics.rooms.clone());
-        registry.register("sessions_started", "Sessions started", metrics.sessions_started.clone());
-        registry.register("sessions_ended", "Sessions ended", metrics.sessions_ended.clone());
-        registry.register("messages_in", "Frames received from clients", metrics.messages_in.clone());
-        registry.register("messages_out", "Frames sent to clients", metrics.messages_out.clone());
-        registry.register("store_writes", "Store changes applied", metrics.store_writes.clone());
-        registry.register("errors", "Requests answered with an error, by code", metrics.errors.clone());
+        registry.register(
+            "sessions_started",
+            "Sessions started",
+            metrics.sessions_started.clone(),
+        );
+        registry.register(
+            "sessions_ended",
+            "Sessions ended",
+            metrics.sessions_ended.clone(),
+        );
+        registry.register(
+            "messages_in",
+            "Frames received from clients",
+            metrics.messages_in.clone(),
+        );
+        registry.register(
+            "messages_out",
+            "Frames sent to clients",
+            metrics.messages_out.clone(),
+        );
+        registry.register(
+            "store_writes",
+            "Store changes applied",
+            metrics.store_writes.clone(),
+        );
+        registry.register(
+            "errors",
+            "Requests answered with an error, by code",
+            metrics.errors.clone(),
+        );
         registry.register(
             "fanout_seconds",
             "Time to queue one change to every receiving connection",
             metrics.fanout_seconds.clone(),
         );
-        Metrics { registry, ..metrics }
+        Metrics {
+            registry,
+            ..metrics
+        }
     }
 
     pub fn error(&self, code: &str) {
         self.errors
-            .get_or_create(&CodeLabel { code: code.to_string() })
+            .get_or_create(&CodeLabel {
+                code: code.to_string(),
+            })
             .inc();
     }
 

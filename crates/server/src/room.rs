@@ -12,9 +12,10 @@ use std::sync::{Arc, Weak};
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
 use roomstate_protocol::{
-    Claims, ClientMessage, CloseReason, Entry, ErrorBody, ErrorCode, JoinInfo, Limit, Limits, Millis,
-    Outcome, ParticipantInfo, ParticipantPermission, Reply, ReplyBody, RequestId, ResumeInfo, Seq,
-    ServerMessage, Snapshot, MAX_REQUESTS_IN_FLIGHT, PROTOCOL_VERSION, WILDCARD_KEY,
+    Claims, ClientMessage, CloseReason, Entry, ErrorBody, ErrorCode, JoinInfo, Limit, Limits,
+    Millis, Outcome, ParticipantInfo, ParticipantPermission, Reply, ReplyBody, RequestId,
+    ResumeInfo, Seq, ServerMessage, Snapshot, MAX_REQUESTS_IN_FLIGHT, PROTOCOL_VERSION,
+    WILDCARD_KEY,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -727,7 +728,10 @@ impl Room {
             tracing::info!(room = %self.name, session = %session.id, keys = session.store.len(), "session ended");
             for participant in session.participants.values() {
                 if let Some(connection) = &participant.connection {
-                    connection.close(CloseReason::SessionEnded, "the session ended: everyone left");
+                    connection.close(
+                        CloseReason::SessionEnded,
+                        "the session ended: everyone left",
+                    );
                 }
             }
             self.node.metrics.rooms.dec();
@@ -1035,7 +1039,10 @@ impl Rooms {
             .filter(|room| names.is_empty() || names.contains(&room.name))
             .filter_map(|room| {
                 let state = room.state.lock();
-                state.session.as_ref().map(|session| session.summary(&room.name))
+                state
+                    .session
+                    .as_ref()
+                    .map(|session| session.summary(&room.name))
             })
             .collect();
         listed.sort_by(|a, b| a.name.cmp(&b.name));
@@ -1073,8 +1080,14 @@ impl Rooms {
             let session = state.session.as_mut().expect("checked");
             let sid = session.participant_by_identity(identity)?;
             let mut info = session.participants[&sid].info.clone();
-            apply_participant_update(&mut info, change.attributes, change.metadata, change.name, room.limits())
-                .map_err(AdminError::Refused)?;
+            apply_participant_update(
+                &mut info,
+                change.attributes,
+                change.metadata,
+                change.name,
+                room.limits(),
+            )
+            .map_err(AdminError::Refused)?;
             if let Some(allowed) = change.can_update_metadata {
                 info.permission.can_update_metadata = allowed;
             }
@@ -1094,16 +1107,28 @@ impl Rooms {
         })
     }
 
-    pub fn set_room_metadata(&self, room: &str, metadata: String) -> Result<RoomSummary, AdminError> {
+    pub fn set_room_metadata(
+        &self,
+        room: &str,
+        metadata: String,
+    ) -> Result<RoomSummary, AdminError> {
         self.with_session(room, |room, state| {
             let limit = room.limits().metadata_bytes;
             if metadata.len() > limit {
-                return Err(AdminError::Refused(ErrorBody::limit(Limit::MetadataBytes, limit, metadata.len())));
+                return Err(AdminError::Refused(ErrorBody::limit(
+                    Limit::MetadataBytes,
+                    limit,
+                    metadata.len(),
+                )));
             }
             let session = state.session.as_mut().expect("checked");
             session.metadata = metadata.clone();
             let seq = session.next_seq();
-            room.emit(session, &ServerMessage::RoomMetadataChanged { seq, metadata }, Audience::Everyone);
+            room.emit(
+                session,
+                &ServerMessage::RoomMetadataChanged { seq, metadata },
+                Audience::Everyone,
+            );
             Ok(session.summary(&room.name))
         })
     }

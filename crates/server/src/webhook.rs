@@ -132,6 +132,10 @@ fn sign(body: &str, api_key: &str, secret: &str) -> String {
         exp: now + 300,
         sha256: base64::engine::general_purpose::STANDARD.encode(Sha256::digest(body.as_bytes())),
     };
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))
-        .expect("HS256 signing cannot fail")
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("HS256 signing cannot fail")
 }

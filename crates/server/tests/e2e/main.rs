@@ -4,6 +4,7 @@
 mod harness;
 
 mod auth_and_limits;
+mod cli;
 mod participants;
 mod server_api;
 mod sessions;

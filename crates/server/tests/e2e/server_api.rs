@@ -42,21 +42,35 @@ fn twirp_code(error: ServiceError) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn livekit_room_service_works_against_roomstate() {
     let server = TestServer::start();
-    let alice = Client::join_with_jwt(&server.url(), &livekit_token("alice", "r")).await.unwrap();
-    let bob = Client::join_with_jwt(&server.url(), &livekit_token("bob", "r")).await.unwrap();
-    assert_eq!(alice.room.local_participant().info().unwrap().name, "ALICE", "LiveKit's name claim");
+    let alice = Client::join_with_jwt(&server.url(), &livekit_token("alice", "r"))
+        .await
+        .unwrap();
+    let bob = Client::join_with_jwt(&server.url(), &livekit_token("bob", "r"))
+        .await
+        .unwrap();
+    assert_eq!(
+        alice.room.local_participant().info().unwrap().name,
+        "ALICE",
+        "LiveKit's name claim"
+    );
     let rooms = RoomClient::with_api_key(&server.http_url(), KEY, SECRET);
 
     let listed = rooms.list_rooms(vec![]).await.unwrap();
     assert_eq!(listed.len(), 1);
-    assert_eq!((listed[0].name.as_str(), listed[0].num_participants), ("r", 2));
+    assert_eq!(
+        (listed[0].name.as_str(), listed[0].num_participants),
+        ("r", 2)
+    );
     assert_eq!(listed[0].sid, alice.room.session_id().unwrap());
 
     let participants = rooms.list_participants("r").await.unwrap();
     let mut identities: Vec<&str> = participants.iter().map(|p| p.identity.as_str()).collect();
     identities.sort();
     assert_eq!(identities, ["alice", "bob"]);
-    assert_eq!(rooms.get_participant("r", "alice").await.unwrap().name, "ALICE");
+    assert_eq!(
+        rooms.get_participant("r", "alice").await.unwrap().name,
+        "ALICE"
+    );
 
     let updated = rooms
         .update_participant(
@@ -64,7 +78,10 @@ async fn livekit_room_service_works_against_roomstate() {
             "alice",
             UpdateParticipantOptions {
                 metadata: "set by the backend".into(),
-                attributes: HashMap::from([("hand".into(), "up".into()), ("brb".into(), "yes".into())]),
+                attributes: HashMap::from([
+                    ("hand".into(), "up".into()),
+                    ("brb".into(), "yes".into()),
+                ]),
                 name: "Alice A.".into(),
                 permission: None,
             },
@@ -72,53 +89,130 @@ async fn livekit_room_service_works_against_roomstate() {
         .await
         .unwrap();
     assert_eq!(updated.metadata, "set by the backend");
-    bob.heard.wait_for(Heard::Metadata("alice".into(), "".into(), "set by the backend".into())).await;
-    bob.heard.wait_for(Heard::Attributes("alice".into(), vec!["brb".into(), "hand".into()])).await;
-    bob.heard.wait_for(Heard::Name("alice".into(), "ALICE".into(), "Alice A.".into())).await;
+    bob.heard
+        .wait_for(Heard::Metadata(
+            "alice".into(),
+            "".into(),
+            "set by the backend".into(),
+        ))
+        .await;
+    bob.heard
+        .wait_for(Heard::Attributes(
+            "alice".into(),
+            vec!["brb".into(), "hand".into()],
+        ))
+        .await;
+    bob.heard
+        .wait_for(Heard::Name(
+            "alice".into(),
+            "ALICE".into(),
+            "Alice A.".into(),
+        ))
+        .await;
     // The participant sees its own change, and a later own update keeps it.
-    alice.heard.wait_for(Heard::Metadata("alice".into(), "".into(), "set by the backend".into())).await;
+    alice
+        .heard
+        .wait_for(Heard::Metadata(
+            "alice".into(),
+            "".into(),
+            "set by the backend".into(),
+        ))
+        .await;
 
     // An empty value deletes; metadata left empty is left alone.
     let options = UpdateParticipantOptions {
         attributes: HashMap::from([("hand".into(), String::new())]),
         ..Default::default()
     };
-    let updated = rooms.update_participant("r", "alice", options).await.unwrap();
-    assert_eq!(updated.attributes, HashMap::from([("brb".into(), "yes".into())]));
+    let updated = rooms
+        .update_participant("r", "alice", options)
+        .await
+        .unwrap();
+    assert_eq!(
+        updated.attributes,
+        HashMap::from([("brb".into(), "yes".into())])
+    );
     assert_eq!(updated.metadata, "set by the backend");
-    bob.heard.wait_for(Heard::Attributes("alice".into(), vec!["hand".into()])).await;
+    bob.heard
+        .wait_for(Heard::Attributes("alice".into(), vec!["hand".into()]))
+        .await;
 
     // Permission: the backend takes away alice's right to change her own metadata.
     let options = UpdateParticipantOptions {
-        permission: Some(livekit_protocol::ParticipantPermission { can_update_metadata: false, ..Default::default() }),
+        permission: Some(livekit_protocol::ParticipantPermission {
+            can_update_metadata: false,
+            ..Default::default()
+        }),
         ..Default::default()
     };
-    rooms.update_participant("r", "alice", options).await.unwrap();
-    let refused = alice.room.local_participant().set_metadata("mine".into()).await;
-    assert!(matches!(refused, Err(roomstate::RoomError::NotAllowed { .. })), "{refused:?}");
+    rooms
+        .update_participant("r", "alice", options)
+        .await
+        .unwrap();
+    let refused = alice
+        .room
+        .local_participant()
+        .set_metadata("mine".into())
+        .await;
+    assert!(
+        matches!(refused, Err(roomstate::RoomError::NotAllowed { .. })),
+        "{refused:?}"
+    );
 
     rooms.update_room_metadata("r", "quiz at 3").await.unwrap();
-    alice.heard.wait_for(Heard::RoomMetadata("quiz at 3".into())).await;
-    bob.heard.wait_for(Heard::RoomMetadata("quiz at 3".into())).await;
+    alice
+        .heard
+        .wait_for(Heard::RoomMetadata("quiz at 3".into()))
+        .await;
+    bob.heard
+        .wait_for(Heard::RoomMetadata("quiz at 3".into()))
+        .await;
     assert_eq!(bob.room.room_metadata(), "quiz at 3");
 
     rooms.remove_participant("r", "bob").await.unwrap();
     bob.heard
-        .wait_for(Heard::Connection(ConnectionState::Disconnected { reason: DisconnectReason::Removed }))
+        .wait_for(Heard::Connection(ConnectionState::Disconnected {
+            reason: DisconnectReason::Removed,
+        }))
         .await;
     alice.heard.wait_for(Heard::Left("bob".into())).await;
 
     // Errors, in Twirp's shape.
-    assert_eq!(twirp_code(rooms.get_participant("r", "nobody").await.unwrap_err()), "not_found");
-    assert_eq!(twirp_code(rooms.list_participants("no-such-room").await.unwrap_err()), "not_found");
+    assert_eq!(
+        twirp_code(rooms.get_participant("r", "nobody").await.unwrap_err()),
+        "not_found"
+    );
+    assert_eq!(
+        twirp_code(rooms.list_participants("no-such-room").await.unwrap_err()),
+        "not_found"
+    );
     let impostor = RoomClient::with_api_key(&server.http_url(), KEY, "wrong-secret");
-    assert_eq!(twirp_code(impostor.list_rooms(vec![]).await.unwrap_err()), "unauthenticated");
-    let too_big = UpdateParticipantOptions { metadata: "m".repeat(70_000), ..Default::default() };
-    assert_eq!(twirp_code(rooms.update_participant("r", "alice", too_big).await.unwrap_err()), "resource_exhausted");
+    assert_eq!(
+        twirp_code(impostor.list_rooms(vec![]).await.unwrap_err()),
+        "unauthenticated"
+    );
+    let too_big = UpdateParticipantOptions {
+        metadata: "m".repeat(70_000),
+        ..Default::default()
+    };
+    assert_eq!(
+        twirp_code(
+            rooms
+                .update_participant("r", "alice", too_big)
+                .await
+                .unwrap_err()
+        ),
+        "resource_exhausted"
+    );
 }
 
 /// Calls the server API with JSON, as LiveKit's JS SDK and curl do.
-async fn post_json(server: &TestServer, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+async fn post_json(
+    server: &TestServer,
+    path: &str,
+    token: &str,
+    body: Value,
+) -> (StatusCode, Value) {
     let response = reqwest::Client::new()
         .post(format!("{}/twirp/{path}", server.http_url()))
         .bearer_auth(token)
@@ -134,7 +228,11 @@ fn admin_token(room: &str) -> String {
     let claims = Claims {
         iss: KEY.into(),
         exp: Some(unix_now() + 600),
-        video: VideoGrant { room: room.into(), room_admin: true, ..Default::default() },
+        video: VideoGrant {
+            room: room.into(),
+            room_admin: true,
+            ..Default::default()
+        },
         ..Default::default()
     };
     mint_token(&claims, SECRET)
@@ -148,43 +246,123 @@ async fn the_json_encoding_and_the_session_store_api() {
     seen.wait_for(Heard::Key("poll".into(), None)).await;
     let admin = admin_token("r");
 
-    let (status, body) = post_json(&server, "livekit.RoomService/ListParticipants", &admin, json!({"room": "r"})).await;
+    let (status, body) = post_json(
+        &server,
+        "livekit.RoomService/ListParticipants",
+        &admin,
+        json!({"room": "r"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["participants"][0]["identity"], "alice");
-    assert!(body["participants"][0]["joinedAt"].is_string(), "protobuf JSON mapping: int64 as a string: {body}");
+    assert!(
+        body["participants"][0]["joinedAt"].is_string(),
+        "protobuf JSON mapping: int64 as a string: {body}"
+    );
 
-    let (status, body) = post_json(&server, "roomstate.SessionStore/Set", &admin, json!({"room": "r", "key": "poll", "value": {"q": "lunch?"}, "expected_version": 0})).await;
+    let (status, body) = post_json(
+        &server,
+        "roomstate.SessionStore/Set",
+        &admin,
+        json!({"room": "r", "key": "poll", "value": {"q": "lunch?"}, "expected_version": 0}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["entry"]["updated_by"], "api:testkey");
     let version = body["entry"]["version"].as_u64().unwrap();
-    seen.wait_for(Heard::Key("poll".into(), Some(json!({"q": "lunch?"})))).await;
-    assert_eq!(alice.store().get("poll").await.unwrap().unwrap().updated_by, "api:testkey");
+    seen.wait_for(Heard::Key("poll".into(), Some(json!({"q": "lunch?"}))))
+        .await;
+    assert_eq!(
+        alice.store().get("poll").await.unwrap().unwrap().updated_by,
+        "api:testkey"
+    );
 
-    let (status, body) = post_json(&server, "roomstate.SessionStore/Set", &admin, json!({"room": "r", "key": "poll", "value": 1, "expected_version": 0})).await;
+    let (status, body) = post_json(
+        &server,
+        "roomstate.SessionStore/Set",
+        &admin,
+        json!({"room": "r", "key": "poll", "value": 1, "expected_version": 0}),
+    )
+    .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(body["code"], "aborted");
     assert_eq!(body["meta"]["current_version"], version.to_string());
 
-    let (_, body) = post_json(&server, "roomstate.SessionStore/Get", &admin, json!({"room": "r", "key": "poll"})).await;
+    let (_, body) = post_json(
+        &server,
+        "roomstate.SessionStore/Get",
+        &admin,
+        json!({"room": "r", "key": "poll"}),
+    )
+    .await;
     assert_eq!(body["entry"]["value"], json!({"q": "lunch?"}));
     alice.store().set("other", json!(2)).await.unwrap();
-    let (_, body) = post_json(&server, "roomstate.SessionStore/List", &admin, json!({"room": "r"})).await;
-    let keys: Vec<&str> = body["entries"].as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap()).collect();
+    let (_, body) = post_json(
+        &server,
+        "roomstate.SessionStore/List",
+        &admin,
+        json!({"room": "r"}),
+    )
+    .await;
+    let keys: Vec<&str> = body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
     assert_eq!(keys, ["other", "poll"]);
-    let (status, _) = post_json(&server, "roomstate.SessionStore/Delete", &admin, json!({"room": "r", "key": "poll"})).await;
+    let (status, _) = post_json(
+        &server,
+        "roomstate.SessionStore/Delete",
+        &admin,
+        json!({"room": "r", "key": "poll"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     seen.wait_for(Heard::Key("poll".into(), None)).await;
 
     // Limits and permissions hold here too.
-    let (status, body) = post_json(&server, "roomstate.SessionStore/Set", &admin, json!({"room": "r", "key": "big", "value": "x".repeat(2000)})).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("resource_exhausted")));
+    let (status, body) = post_json(
+        &server,
+        "roomstate.SessionStore/Set",
+        &admin,
+        json!({"room": "r", "key": "big", "value": "x".repeat(2000)}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("resource_exhausted"))
+    );
     assert_eq!(body["meta"]["limit"], "value_bytes");
-    let (status, body) = post_json(&server, "roomstate.SessionStore/Get", &admin_token("elsewhere"), json!({"room": "r", "key": "poll"})).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::FORBIDDEN, Some("permission_denied")));
-    let (status, body) = post_json(&server, "roomstate.SessionStore/Get", &admin_token("empty"), json!({"room": "empty", "key": "k"})).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
-    let (status, body) = post_json(&server, "livekit.RoomService/ListRooms", &admin, json!({})).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::FORBIDDEN, Some("permission_denied")), "ListRooms needs roomList");
+    let (status, body) = post_json(
+        &server,
+        "roomstate.SessionStore/Get",
+        &admin_token("elsewhere"),
+        json!({"room": "r", "key": "poll"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("permission_denied"))
+    );
+    let (status, body) = post_json(
+        &server,
+        "roomstate.SessionStore/Get",
+        &admin_token("empty"),
+        json!({"room": "empty", "key": "k"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let (status, body) =
+        post_json(&server, "livekit.RoomService/ListRooms", &admin, json!({})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("permission_denied")),
+        "ListRooms needs roomList"
+    );
     let (status, _) = post_json(&server, "livekit.RoomService/Nope", &admin, json!({})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
@@ -197,7 +375,11 @@ struct Receiver {
 }
 
 async fn start_receiver(fail_first: usize) -> (String, Arc<Receiver>) {
-    let receiver = Arc::new(Receiver { deliveries: Mutex::default(), refused: Mutex::new(0), fail_first });
+    let receiver = Arc::new(Receiver {
+        deliveries: Mutex::default(),
+        refused: Mutex::new(0),
+        fail_first,
+    });
     let state = receiver.clone();
     let app = axum::Router::new().route(
         "/hook",
@@ -209,7 +391,12 @@ async fn start_receiver(fail_first: usize) -> (String, Arc<Receiver>) {
                     *refused += 1;
                     return StatusCode::INTERNAL_SERVER_ERROR;
                 }
-                let auth = headers.get("authorization").unwrap().to_str().unwrap().to_string();
+                let auth = headers
+                    .get("authorization")
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_string();
                 state.deliveries.lock().push((auth, body));
                 StatusCode::OK
             }
@@ -229,7 +416,9 @@ impl Receiver {
             .lock()
             .iter()
             .map(|(auth, body)| {
-                let event = verifier.receive(body, auth).expect("a LiveKit-verifiable webhook");
+                let event = verifier
+                    .receive(body, auth)
+                    .expect("a LiveKit-verifiable webhook");
                 let who = event.participant.map(|p| p.identity).unwrap_or_default();
                 (event.event, who)
             })
@@ -239,7 +428,11 @@ impl Receiver {
     async fn wait_for(&self, count: usize) -> Vec<(String, String)> {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         while self.deliveries.lock().len() < count {
-            assert!(tokio::time::Instant::now() < deadline, "only {:?}", self.events());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {:?}",
+                self.events()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.events()
@@ -253,9 +446,15 @@ fn event(name: &str, who: &str) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_are_livekit_verifiable_ordered_and_retried() {
     let (url, receiver) = start_receiver(2).await;
-    let server = TestServer::with_config(&format!("[webhook]\nurls = [\"{url}\"]\napi_key = \"{KEY}\"\n"));
+    let server = TestServer::with_config(&format!(
+        "[webhook]\nurls = [\"{url}\"]\napi_key = \"{KEY}\"\n"
+    ));
     // A hidden participant neither starts a session nor is announced.
-    let watcher = Client::join(&server.url(), &Token::new("r", "watcher").with(|c| c.video.hidden = true)).await;
+    let watcher = Client::join(
+        &server.url(),
+        &Token::new("r", "watcher").with(|c| c.video.hidden = true),
+    )
+    .await;
     let alice = Client::join(&server.url(), &Token::new("r", "alice")).await;
     let bob = Client::join(&server.url(), &Token::new("r", "bob")).await;
     bob.room.disconnect().await;
@@ -272,11 +471,17 @@ async fn webhooks_are_livekit_verifiable_ordered_and_retried() {
             event("room_finished", ""),
         ]
     );
-    assert_eq!(*receiver.refused.lock(), 2, "the first delivery was retried past two failures");
+    assert_eq!(
+        *receiver.refused.lock(),
+        2,
+        "the first delivery was retried past two failures"
+    );
     // The last visible participant leaving ended the session for the hidden one too.
     watcher
         .heard
-        .wait_for(Heard::Connection(ConnectionState::Disconnected { reason: DisconnectReason::SessionEnded }))
+        .wait_for(Heard::Connection(ConnectionState::Disconnected {
+            reason: DisconnectReason::SessionEnded,
+        }))
         .await;
 }
 
@@ -301,6 +506,98 @@ async fn health_and_metrics() {
         "roomstate_messages_in_total",
         "roomstate_messages_out_total",
     ] {
-        assert!(metrics.contains(expected), "{expected} missing from\n{metrics}");
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing from\n{metrics}"
+        );
     }
+}
+
+/// Runs tests/sdk-js/livekit-sdk.mjs (LiveKit's Node server SDK); `scripts/test.sh`
+/// installs its node_modules.
+fn node_sdk(args: &[&str]) -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk-js");
+    assert!(
+        dir.join("node_modules/livekit-server-sdk").exists(),
+        "LiveKit's Node SDK is not installed: run scripts/test.sh, or npm ci in {}",
+        dir.display()
+    );
+    let output = std::process::Command::new("node")
+        .arg("livekit-sdk.mjs")
+        .args(args)
+        .current_dir(&dir)
+        .output()
+        .expect("run node");
+    assert!(
+        output.status.success(),
+        "node {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn livekit_node_sdk_works_against_roomstate() {
+    let server = TestServer::start();
+    let http = server.http_url();
+    let token = node_sdk(&["token", &http, KEY, SECRET, "r", "js-minted"]);
+    let minted = Client::join_with_jwt(&server.url(), token.trim())
+        .await
+        .unwrap();
+    let me = minted.room.local_participant().info().unwrap();
+    assert_eq!(
+        (me.name.as_str(), me.attributes["origin"].as_str()),
+        ("Made in JS", "node")
+    );
+    let rust_side = Client::join(&server.url(), &Token::new("r", "rust-side")).await;
+
+    let out: Value = serde_json::from_str(&node_sdk(&["calls", &http, KEY, SECRET, "r"])).unwrap();
+    assert_eq!(out["rooms"], json!([{"name": "r", "numParticipants": 2}]));
+    assert_eq!(out["participants"], json!(["js-minted", "rust-side"]));
+    assert_eq!(out["got"], "Made in JS");
+    assert_eq!(
+        out["updated"],
+        json!({"metadata": "from node", "attributes": {"hand": "up"}, "name": "Renamed in JS"})
+    );
+    assert_eq!(out["roomMetadata"], "set from node");
+    assert_eq!(
+        (out["removed"].as_bool(), out["notFoundStatus"].as_u64()),
+        (Some(true), Some(404))
+    );
+
+    // The engine's clients saw it all as events.
+    minted
+        .heard
+        .wait_for(Heard::Metadata(
+            "js-minted".into(),
+            "".into(),
+            "from node".into(),
+        ))
+        .await;
+    minted
+        .heard
+        .wait_for(Heard::Attributes(
+            "js-minted".into(),
+            vec!["hand".into(), "origin".into()],
+        ))
+        .await;
+    minted
+        .heard
+        .wait_for(Heard::RoomMetadata("set from node".into()))
+        .await;
+    minted.heard.wait_for(Heard::Left("rust-side".into())).await;
+    rust_side
+        .heard
+        .wait_for(Heard::Name(
+            "js-minted".into(),
+            "Made in JS".into(),
+            "Renamed in JS".into(),
+        ))
+        .await;
+    rust_side
+        .heard
+        .wait_for(Heard::Connection(ConnectionState::Disconnected {
+            reason: DisconnectReason::Removed,
+        }))
+        .await;
 }
