@@ -8,14 +8,19 @@ use serde_json::{json, Value};
 
 use crate::harness::{Client, Heard, TestServer, Token, KEY, PATIENCE, SECRET};
 
-fn roomstate(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_roomstate"))
+/// The binary, pointed at `url` with the test credentials.
+fn command(url: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_roomstate"));
+    command
         .args(args)
         .env("ROOMSTATE_URL", url)
         .env("ROOMSTATE_API_KEY", KEY)
-        .env("ROOMSTATE_API_SECRET", SECRET)
-        .output()
-        .expect("run roomstate")
+        .env("ROOMSTATE_API_SECRET", SECRET);
+    command
+}
+
+fn roomstate(url: &str, args: &[&str]) -> Output {
+    command(url, args).output().expect("run roomstate")
 }
 
 /// Runs a command that must succeed; returns its stdout.
@@ -100,8 +105,7 @@ async fn token_create_mints_tokens_the_server_accepts() {
         "no --can-update-metadata"
     );
 
-    let output = Command::new(env!("CARGO_BIN_EXE_roomstate"))
-        .args(["token", "create", "--room", "r", "--identity", "x"])
+    let output = command(&url, &["token", "create", "--room", "r", "--identity", "x"])
         .env_remove("ROOMSTATE_API_KEY")
         .env_remove("ROOMSTATE_API_SECRET")
         .output()
@@ -241,11 +245,7 @@ async fn store_watch_prints_changes_live_until_the_session_ends() {
         .set("before", json!("was here"))
         .await
         .unwrap();
-    let mut watch = Command::new(env!("CARGO_BIN_EXE_roomstate"))
-        .args(["store", "watch", "r", "--json"])
-        .env("ROOMSTATE_URL", server.http_url())
-        .env("ROOMSTATE_API_KEY", KEY)
-        .env("ROOMSTATE_API_SECRET", SECRET)
+    let mut watch = command(&server.http_url(), &["store", "watch", "r", "--json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -303,10 +303,7 @@ async fn failures_are_explained() {
         down.contains("cannot reach the roomstate server at http://127.0.0.1:1"),
         "{down}"
     );
-    let output = Command::new(env!("CARGO_BIN_EXE_roomstate"))
-        .args(["room", "list", "--api-secret", "wrong"])
-        .env("ROOMSTATE_URL", &url)
-        .env("ROOMSTATE_API_KEY", KEY)
+    let output = command(&url, &["room", "list", "--api-secret", "wrong"])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&output.stderr).contains("refused the credentials"));
