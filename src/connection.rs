@@ -12,7 +12,7 @@ use roomstate_protocol::{
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::error::RoomError;
 use crate::room::{SessionStore, Shared};
@@ -35,6 +35,13 @@ pub(crate) async fn run(shared: Arc<Shared>, joined: oneshot::Sender<Result<(), 
         shared: Arc::clone(&shared),
     };
     let mut joined = Some(joined);
+    let tls = match tls_connector(&shared.options) {
+        Ok(tls) => tls,
+        Err(message) => {
+            fail_first(&mut joined, RoomError::Connect { message });
+            return;
+        }
+    };
     let mut closing = shared.closing.subscribe();
     let mut backoff = Backoff::new(
         shared.options.reconnect_backoff_min,
@@ -52,7 +59,7 @@ pub(crate) async fn run(shared: Arc<Shared>, joined: oneshot::Sender<Result<(), 
             }
         };
         let attempt = tokio::select! {
-            attempt = tokio::time::timeout(shared.options.connect_timeout, connect(&url)) => attempt,
+            attempt = tokio::time::timeout(shared.options.connect_timeout, connect(&url, &tls)) => attempt,
             _ = until_closing(&mut closing) => break DisconnectReason::ClientRequested,
         };
         let problem = match attempt {
@@ -232,8 +239,35 @@ enum Refused {
     Transient(String),
 }
 
-async fn connect(url: &str) -> Result<Socket, Refused> {
-    match tokio_tungstenite::connect_async_with_config(url, None, true).await {
+/// The TLS settings for `wss://`: the public web roots plus the app's own CAs, on
+/// rustls' ring provider.
+fn tls_connector(options: &crate::types::ConnectOptions) -> Result<Connector, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for pem in &options.trusted_certificates_pem {
+        for certificate in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let certificate = certificate
+                .map_err(|error| format!("a trusted certificate is not PEM: {error}"))?;
+            roots
+                .add(certificate)
+                .map_err(|error| format!("a trusted certificate was refused: {error}"))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|error| format!("TLS setup failed: {error}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Connector::Rustls(Arc::new(config)))
+}
+
+async fn connect(url: &str, tls: &Connector) -> Result<Socket, Refused> {
+    match tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(tls.clone())).await
+    {
         Ok((socket, _response)) => Ok(socket),
         Err(tungstenite::Error::Http(response)) => {
             let status = response.status();

@@ -106,6 +106,9 @@ pub struct ConnectOptions {
     /// Backoff between reconnect attempts: doubles from min to max, with jitter.
     pub reconnect_backoff_min: Duration,
     pub reconnect_backoff_max: Duration,
+    /// CA certificates (PEM) to trust for `wss://` besides the public web roots, e.g. a
+    /// self-hosted server's private CA.
+    pub trusted_certificates_pem: Vec<String>,
     /// Runs on each engine thread as it starts (e.g. to attach it to a JVM).
     pub on_thread_start: Option<ThreadStartHook>,
 }
@@ -119,6 +122,10 @@ impl std::fmt::Debug for ConnectOptions {
             .field("ping_timeout", &self.ping_timeout)
             .field("reconnect_backoff_min", &self.reconnect_backoff_min)
             .field("reconnect_backoff_max", &self.reconnect_backoff_max)
+            .field(
+                "trusted_certificates_pem",
+                &self.trusted_certificates_pem.len(),
+            )
             .field("on_thread_start", &self.on_thread_start.is_some())
             .finish()
     }
@@ -133,6 +140,7 @@ impl Default for ConnectOptions {
             ping_timeout: Duration::from_secs(15),
             reconnect_backoff_min: Duration::from_millis(100),
             reconnect_backoff_max: Duration::from_secs(5),
+            trusted_certificates_pem: Vec::new(),
             on_thread_start: None,
         }
     }

@@ -74,6 +74,9 @@ pub struct ConnectOptions {
     pub reconnect_backoff_min_ms: u64,
     #[uniffi(default = 5000)]
     pub reconnect_backoff_max_ms: u64,
+    /// CA certificates (PEM) to trust for wss:// besides the public roots.
+    #[uniffi(default = [])]
+    pub trusted_certificates_pem: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
@@ -481,6 +484,7 @@ impl From<ConnectOptions> for engine::ConnectOptions {
             ping_timeout: Duration::from_millis(options.ping_timeout_ms),
             reconnect_backoff_min: Duration::from_millis(options.reconnect_backoff_min_ms),
             reconnect_backoff_max: Duration::from_millis(options.reconnect_backoff_max_ms),
+            trusted_certificates_pem: options.trusted_certificates_pem,
             on_thread_start: thread_start_hook(),
         }
     }

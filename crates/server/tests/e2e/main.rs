@@ -9,3 +9,4 @@ mod participants;
 mod server_api;
 mod sessions;
 mod store;
+mod tls;
