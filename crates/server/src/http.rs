@@ -76,6 +76,10 @@ async fn rtc(
     let frame_bytes = state.rooms.config().limits.frame_bytes;
     let rooms = state.rooms.clone();
     upgrade
+        // tungstenite's defaults (128 KiB each) would make every idle connection cost
+        // 256 KiB; frames here are small, and larger ones still fit (buffers grow).
+        .read_buffer_size(4096)
+        .write_buffer_size(4096)
         .max_message_size(frame_bytes)
         .max_frame_size(frame_bytes)
         .on_upgrade(move |socket| connection::serve(socket, rooms, admission))

@@ -38,5 +38,9 @@ pub async fn serve(
     };
     let listener = tokio::net::TcpListener::bind(config.bind).await?;
     on_listening(listener.local_addr()?);
+    // Small frames must not wait for Nagle.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, http::router(state)).await
 }

@@ -1,0 +1,175 @@
+//! Raw protocol clients for the load generator: thousands share one runtime, which the
+//! engine (one runtime and listener thread per room) is not made for.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use roomstate_protocol::{Claims, VideoGrant};
+use roomstate_server::auth::{mint_token, unix_now};
+use tokio::net::TcpSocket;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::target::{System, API_KEY, API_SECRET};
+
+pub type Socket = WebSocketStream<tokio::net::TcpStream>;
+pub type Sink = SplitSink<Socket, Message>;
+pub type Stream = SplitStream<Socket>;
+
+/// Every timestamp is nanoseconds since this instant, in this one process.
+pub fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+pub fn nanos_since_epoch(at: Instant) -> u64 {
+    at.duration_since(epoch()).as_nanos() as u64
+}
+
+/// A 64-byte payload naming the write and when it was meant to be sent.
+pub fn payload(index: u64, intended: Instant) -> String {
+    let mut text = format!("{index:010}.{:016}.", nanos_since_epoch(intended));
+    text.extend(std::iter::repeat_n('x', 64 - text.len()));
+    text
+}
+
+/// The write index and intended send time (ns since epoch) of a payload.
+pub fn parse_payload(payload: &str) -> Option<(u64, u64)> {
+    let index = payload.get(0..10)?.parse().ok()?;
+    let nanos = payload.get(11..27)?.parse().ok()?;
+    Some((index, nanos))
+}
+
+/// Finds `"field":"` in a frame and returns the string after it: cheap enough to keep
+/// the load generator from being what is measured.
+pub fn string_field<'a>(frame: &'a str, field: &str) -> Option<&'a str> {
+    let pattern = format!("\"{field}\":\"");
+    let start = frame.find(&pattern)? + pattern.len();
+    let end = frame[start..].find('"')?;
+    Some(&frame[start..start + end])
+}
+
+pub fn token(room: &str, identity: &str) -> String {
+    let claims = Claims {
+        iss: API_KEY.into(),
+        sub: identity.into(),
+        exp: Some(unix_now() + 24 * 3600),
+        video: VideoGrant {
+            room: room.into(),
+            room_join: true,
+            can_update_own_metadata: Some(true),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    mint_token(&claims, API_SECRET)
+}
+
+/// Opens a WebSocket from `source` (spread clients over 127.0.0.x past one address'
+/// ports).
+pub async fn open(addr: SocketAddr, path: &str, source: Option<IpAddr>) -> Socket {
+    let socket = TcpSocket::new_v4().unwrap();
+    if let Some(source) = source {
+        socket.bind(SocketAddr::new(source, 0)).unwrap();
+    }
+    let stream = socket.connect(addr).await.expect("connect to the target");
+    stream.set_nodelay(true).unwrap();
+    let url = format!("ws://{addr}{path}");
+    let (socket, _) = tokio_tungstenite::client_async(url, stream)
+        .await
+        .expect("websocket handshake");
+    socket
+}
+
+/// A joined client of `system`: for roomstate it joined `room` and observes `keys`; for
+/// the floor it announced itself.
+pub async fn join(
+    system: System,
+    addr: SocketAddr,
+    room: &str,
+    identity: &str,
+    observe: &[&str],
+    source: Option<IpAddr>,
+) -> (Sink, Stream) {
+    match system {
+        System::Roomstate => {
+            let path = format!("/rtc?protocol=1&access_token={}", token(room, identity));
+            let (mut sink, mut stream) = open(addr, &path, source).await.split();
+            next_text(&mut stream).await; // joined
+            if !observe.is_empty() {
+                let keys: Vec<String> = observe.iter().map(|key| format!("\"{key}\"")).collect();
+                sink.send(Message::text(format!(
+                    "{{\"type\":\"observe\",\"id\":1,\"keys\":[{}]}}",
+                    keys.join(",")
+                )))
+                .await
+                .unwrap();
+                loop {
+                    if next_text(&mut stream).await.contains("\"type\":\"reply\"") {
+                        break;
+                    }
+                }
+            }
+            (sink, stream)
+        }
+        System::Floor => {
+            let (mut sink, stream) = open(addr, "/", source).await.split();
+            let role = if observe.is_empty() {
+                "writer"
+            } else {
+                "observer"
+            };
+            sink.send(Message::text(role)).await.unwrap();
+            (sink, stream)
+        }
+    }
+}
+
+pub async fn next_text(stream: &mut Stream) -> String {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => return text.to_string(),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("the connection ended: {other:?}"),
+        }
+    }
+}
+
+/// The frame a writer sends: a store write for roomstate, the bare payload for the floor.
+pub fn write_frame(system: System, id: u64, key: &str, payload: &str) -> Message {
+    match system {
+        System::Roomstate => Message::text(format!(
+            "{{\"type\":\"set\",\"id\":{id},\"key\":\"{key}\",\"value\":\"{payload}\"}}"
+        )),
+        System::Floor => Message::text(payload.to_string()),
+    }
+}
+
+/// The payload a frame delivers, if it delivers one.
+pub fn delivered(system: System, frame: &str) -> Option<&str> {
+    match system {
+        System::Roomstate => frame
+            .contains("store_changed")
+            .then(|| string_field(frame, "value"))
+            .flatten(),
+        System::Floor => Some(frame),
+    }
+}
+
+/// Raises the open-file limit as far as allowed (thousands of sockets per side).
+pub fn raise_fd_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit with a valid pointer.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        limit.rlim_cur
+    }
+}

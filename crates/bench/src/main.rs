@@ -1,0 +1,208 @@
+//! roomstate-bench: fixed workloads against a real roomstate server, side by side with
+//! the floor (a minimal WebSocket fan-out of the same bytes). The server and the load
+//! generator run on separate cores; sends are open-loop and timed from their intended
+//! send time; percentiles come from HdrHistogram. See docs/benchmarks.md.
+
+mod clients;
+mod floor;
+mod stats;
+mod target;
+mod workloads;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use stats::human;
+use target::{System, Target, LOAD_CORE};
+
+#[derive(Parser)]
+#[command(about = "Benchmarks roomstate against the floor with fixed workloads")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run workloads and print (and save) their results.
+    Run {
+        /// Which workloads: w1 (propagation), w4 (idle connections), w5 (join).
+        #[arg(long, value_delimiter = ',', default_value = "w1,w4,w5")]
+        workloads: Vec<String>,
+        /// Shorter runs and smaller N, for a smoke test.
+        #[arg(long)]
+        quick: bool,
+        /// Also run W4 at 50k connections.
+        #[arg(long)]
+        full: bool,
+        /// The roomstate binary to test.
+        #[arg(long, default_value = "target/release/roomstate")]
+        roomstate_bin: PathBuf,
+        /// Where to write results.json.
+        #[arg(long, default_value = "bench-results")]
+        out: PathBuf,
+    },
+    /// Serve the floor (used by `run`).
+    FloorServer,
+}
+
+#[derive(Serialize, Default)]
+struct Results {
+    machine: String,
+    propagation: Vec<workloads::Propagation>,
+    idle_connections: Vec<workloads::IdleConnections>,
+    join: Vec<workloads::Join>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::FloorServer => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(floor::serve()),
+        Command::Run {
+            workloads,
+            quick,
+            full,
+            roomstate_bin,
+            out,
+        } => {
+            let fds = clients::raise_fd_limit();
+            let machine = machine();
+            let cores = core_affinity::get_core_ids().unwrap_or_default();
+            if let Some(core) = cores.get(LOAD_CORE) {
+                core_affinity::set_for_current(*core);
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let results =
+                runtime.block_on(run(machine, &workloads, quick, full, &roomstate_bin, fds));
+            std::fs::create_dir_all(&out).unwrap();
+            let path = out.join("results.json");
+            std::fs::write(&path, serde_json::to_string_pretty(&results).unwrap()).unwrap();
+            println!("\nresults written to {}", path.display());
+        }
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("model name")
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    // Counted from /proc: this process is pinned, so it sees one core.
+    let cores = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.starts_with("processor"))
+        .count();
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .nth(1)
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024 / 1024);
+    format!(
+        "{cpu}, {cores} cores, {memory} GiB; server on core {}, load generator on core {LOAD_CORE}",
+        target::SERVER_CORE
+    )
+}
+
+async fn run(
+    machine: String,
+    which: &[String],
+    quick: bool,
+    full: bool,
+    roomstate_bin: &std::path::Path,
+    fds: u64,
+) -> Results {
+    let mut results = Results {
+        machine,
+        ..Default::default()
+    };
+    println!("{}", results.machine);
+    let wants = |name: &str| which.iter().any(|w| w == name);
+    if wants("w1") {
+        let sizes: &[usize] = if quick {
+            &[1, 10, 100]
+        } else {
+            &[1, 10, 100, 1000]
+        };
+        let seconds = if quick { 3 } else { 10 };
+        println!("\nW1 propagation: 1 writer, 64-byte value at 20 Hz for {seconds} s, N observers");
+        println!(
+            "{:<10} {:>5} | {:>10} {:>10} {:>10} | {:>10} {:>10} {:>10} | {:>7}",
+            "system", "N", "p50", "p99", "p99.9", "all p50", "all p99", "all p99.9", "missing"
+        );
+        for &n in sizes {
+            for system in [System::Floor, System::Roomstate] {
+                let target = Target::start(system, roomstate_bin);
+                let result = workloads::propagation(&target, n, seconds).await;
+                let (d, a) = (&result.per_delivery, &result.until_all);
+                println!(
+                    "{:<10} {:>5} | {:>10} {:>10} {:>10} | {:>10} {:>10} {:>10} | {:>7}",
+                    system.name(),
+                    n,
+                    human(d.p50_us),
+                    human(d.p99_us),
+                    human(d.p999_us),
+                    human(a.p50_us),
+                    human(a.p99_us),
+                    human(a.p999_us),
+                    result.missing
+                );
+                results.propagation.push(result);
+            }
+        }
+    }
+    if wants("w4") {
+        let mut sizes = vec![if quick { 2_000 } else { 10_000 }];
+        if full {
+            sizes.push(50_000);
+        }
+        println!(
+            "\nW4 idle connections (rooms of 50, each client observing one key; fd limit {fds})"
+        );
+        println!(
+            "{:<10} {:>7} | {:>12} {:>10} {:>12}",
+            "system", "conns", "bytes/conn", "idle CPU", "connect"
+        );
+        for connections in sizes {
+            for system in [System::Floor, System::Roomstate] {
+                let target = Target::start(system, roomstate_bin);
+                let result = workloads::idle_connections(&target, connections, 50).await;
+                println!(
+                    "{:<10} {:>7} | {:>12} {:>9.2}% {:>11.1}s",
+                    system.name(),
+                    connections,
+                    result.bytes_per_connection,
+                    result.idle_cpu_percent,
+                    result.connect_seconds
+                );
+                results.idle_connections.push(result);
+            }
+        }
+    }
+    if wants("w5") {
+        let target = Target::start(System::Roomstate, roomstate_bin);
+        let joins = if quick { 50 } else { 200 };
+        let result = workloads::join_full_store(&target, 100, joins).await;
+        let p = &result.until_full_store;
+        println!("\nW5 join: connect and receive a 100-key store, {joins} joins: p50 {}, p99 {}, p99.9 {}", human(p.p50_us), human(p.p99_us), human(p.p999_us));
+        results.join.push(result);
+    }
+    results
+}

@@ -1,0 +1,260 @@
+//! The fixed workloads. Each runs against one `Target` and returns what it measured.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::clients::{
+    delivered, join, nanos_since_epoch, next_text, parse_payload, payload, write_frame,
+};
+use crate::stats::{histogram, Percentiles};
+use crate::target::{System, Target};
+
+/// W1: one writer sets a 64-byte value at 20 Hz; `observers` observe it.
+#[derive(Debug, Serialize)]
+pub struct Propagation {
+    pub system: System,
+    pub observers: usize,
+    pub writes: u64,
+    /// One sample per delivery: intended send time to arrival at one observer.
+    pub per_delivery: Percentiles,
+    /// One sample per write: intended send time until the last observer had it.
+    pub until_all: Percentiles,
+    /// Deliveries that did not arrive within 5 s of the last write.
+    pub missing: u64,
+}
+
+pub async fn propagation(target: &Target, observers: usize, seconds: u64) -> Propagation {
+    const RATE_HZ: u64 = 20;
+    let system = target.system;
+    let room = format!("w1-{observers}");
+    let writes = RATE_HZ * seconds;
+    let last_arrival: Arc<Vec<AtomicU64>> =
+        Arc::new((0..writes).map(|_| AtomicU64::new(0)).collect());
+    let arrivals: Arc<Vec<AtomicU32>> = Arc::new((0..writes).map(|_| AtomicU32::new(0)).collect());
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for n in 0..observers {
+        let (_sink, mut stream) = join(
+            system,
+            target.addr,
+            &room,
+            &format!("o{n}"),
+            &["k"],
+            source_for(n),
+        )
+        .await;
+        let (last_arrival, arrivals, mut stopped) =
+            (last_arrival.clone(), arrivals.clone(), stopped.clone());
+        tasks.push(tokio::spawn(async move {
+            let _keep = _sink;
+            let mut latencies = histogram();
+            loop {
+                tokio::select! {
+                    frame = stream.next() => {
+                        let Some(Ok(Message::Text(frame))) = frame else { break };
+                        let now = nanos_since_epoch(Instant::now());
+                        let Some((index, intended)) = delivered(system, frame.as_str()).and_then(parse_payload) else { continue };
+                        latencies.record(now.saturating_sub(intended) / 1000).ok();
+                        last_arrival[index as usize].fetch_max(now, Ordering::Relaxed);
+                        arrivals[index as usize].fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ = stopped.changed() => break,
+                }
+            }
+            latencies
+        }));
+    }
+    let (mut writer, mut replies) = join(system, target.addr, &room, "writer", &[], None).await;
+    tokio::spawn(async move { while let Some(Ok(_)) = replies.next().await {} });
+    // Open loop: each write is due at its own time, whether or not the last one is done.
+    let start = Instant::now() + Duration::from_millis(100);
+    for index in 0..writes {
+        let intended = start + Duration::from_millis(index * 1000 / RATE_HZ);
+        send_at(intended).await;
+        writer
+            .send(write_frame(
+                system,
+                index + 1,
+                "k",
+                &payload(index, intended),
+            ))
+            .await
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while arrivals
+        .iter()
+        .any(|count| (count.load(Ordering::Relaxed) as usize) < observers)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.send_replace(true);
+    let mut per_delivery = histogram();
+    for task in tasks {
+        per_delivery.add(task.await.unwrap()).unwrap();
+    }
+    let mut until_all = histogram();
+    let mut missing = 0;
+    for index in 0..writes {
+        let count = arrivals[index as usize].load(Ordering::Relaxed) as u64;
+        missing += observers as u64 - count.min(observers as u64);
+        if count as usize >= observers {
+            let intended = nanos_since_epoch(start + Duration::from_millis(index * 1000 / RATE_HZ));
+            until_all
+                .record((last_arrival[index as usize].load(Ordering::Relaxed) - intended) / 1000)
+                .ok();
+        }
+    }
+    Propagation {
+        system,
+        observers,
+        writes,
+        per_delivery: Percentiles::of(&per_delivery),
+        until_all: Percentiles::of(&until_all),
+        missing,
+    }
+}
+
+/// W4: many idle connections; memory per connection and idle CPU.
+#[derive(Debug, Serialize)]
+pub struct IdleConnections {
+    pub system: System,
+    pub connections: usize,
+    pub rss_before_bytes: u64,
+    pub rss_after_bytes: u64,
+    pub bytes_per_connection: u64,
+    /// Server CPU over `idle_seconds` with every connection open and quiet.
+    pub idle_cpu_percent: f64,
+    pub idle_seconds: u64,
+    pub connect_seconds: f64,
+}
+
+pub async fn idle_connections(
+    target: &Target,
+    connections: usize,
+    room_size: usize,
+) -> IdleConnections {
+    let system = target.system;
+    let rss_before = target.rss_bytes();
+    let started = Instant::now();
+    let mut held = Vec::with_capacity(connections);
+    // A few hundred handshakes at a time.
+    for batch in (0..connections).collect::<Vec<_>>().chunks(256) {
+        let joins = batch.iter().map(|&n| {
+            let room = format!("w4-{}", n / room_size);
+            async move {
+                join(
+                    system,
+                    target.addr,
+                    &room,
+                    &format!("c{n}"),
+                    &["k"],
+                    source_for(n),
+                )
+                .await
+            }
+        });
+        held.extend(futures_util::future::join_all(joins).await);
+    }
+    let connect_seconds = started.elapsed().as_secs_f64();
+    // Let the server settle, then measure.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_after = target.rss_bytes();
+    const IDLE_SECONDS: u64 = 10;
+    let cpu_before = target.cpu_seconds();
+    tokio::time::sleep(Duration::from_secs(IDLE_SECONDS)).await;
+    let idle_cpu = target.cpu_seconds() - cpu_before;
+    drop(held);
+    IdleConnections {
+        system,
+        connections,
+        rss_before_bytes: rss_before,
+        rss_after_bytes: rss_after,
+        bytes_per_connection: rss_after.saturating_sub(rss_before) / connections as u64,
+        idle_cpu_percent: 100.0 * idle_cpu / IDLE_SECONDS as f64,
+        idle_seconds: IDLE_SECONDS,
+        connect_seconds,
+    }
+}
+
+/// W5 (join): a new client until it holds a full 100-key store.
+#[derive(Debug, Serialize)]
+pub struct Join {
+    pub keys: usize,
+    pub joins: usize,
+    /// Connect, authenticate, join, observe everything, receive every entry.
+    pub until_full_store: Percentiles,
+}
+
+pub async fn join_full_store(target: &Target, keys: usize, joins: usize) -> Join {
+    let room = "w5-join";
+    let (mut writer, mut stream) =
+        join(System::Roomstate, target.addr, room, "seeder", &[], None).await;
+    for key in 0..keys {
+        let frame = write_frame(
+            System::Roomstate,
+            key as u64 + 1,
+            &format!("key{key:03}"),
+            &payload(key as u64, Instant::now()),
+        );
+        writer.send(frame).await.unwrap();
+        next_text(&mut stream).await;
+    }
+    let mut samples = histogram();
+    for n in 0..joins {
+        let started = Instant::now();
+        let (sink, mut stream) = join(
+            System::Roomstate,
+            target.addr,
+            room,
+            &format!("j{n}"),
+            &[],
+            None,
+        )
+        .await;
+        let (mut sink, stream_ref) = (sink, &mut stream);
+        sink.send(Message::text(r#"{"type":"observe","id":1,"keys":["*"]}"#))
+            .await
+            .unwrap();
+        let reply = loop {
+            let frame = next_text(stream_ref).await;
+            if frame.contains("\"type\":\"reply\"") {
+                break frame;
+            }
+        };
+        samples.record(started.elapsed().as_micros() as u64).ok();
+        assert_eq!(
+            reply.matches("\"key\":").count(),
+            keys,
+            "the whole store arrived"
+        );
+        let _ = sink.send(Message::text(r#"{"type":"leave"}"#)).await;
+    }
+    Join {
+        keys,
+        joins,
+        until_full_store: Percentiles::of(&samples),
+    }
+}
+
+/// Waits until `at`: the timer (1 ms granularity) gets close, a short spin does the rest,
+/// so that late sends are the system's doing, not the timer's.
+async fn send_at(at: Instant) {
+    tokio::time::sleep_until((at - Duration::from_micros(1500)).into()).await;
+    while Instant::now() < at {
+        std::hint::spin_loop();
+    }
+}
+
+/// Spreads clients over 127.0.0.x source addresses: one address has ~28k ports.
+fn source_for(n: usize) -> Option<IpAddr> {
+    Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (n / 20_000) as u8)))
+}
