@@ -73,6 +73,20 @@ pub fn token(room: &str, identity: &str) -> String {
 pub async fn open(addr: SocketAddr, path: &str, source: Option<IpAddr>) -> Socket {
     let socket = TcpSocket::new_v4().unwrap();
     if let Some(source) = source {
+        // Choose the port at connect time (by the whole 4-tuple), not at bind time,
+        // where the kernel searches the bound ports one by one.
+        use std::os::fd::AsRawFd;
+        let on: libc::c_int = 1;
+        // SAFETY: a valid socket and option buffer.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                &on as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
         socket.bind(SocketAddr::new(source, 0)).unwrap();
     }
     let stream = socket.connect(addr).await.expect("connect to the target");

@@ -28,15 +28,17 @@ struct Cli {
 enum Command {
     /// Run workloads and print (and save) their results.
     Run {
-        /// Which workloads: w1 (propagation), w4 (idle connections), w5 (join).
-        #[arg(long, value_delimiter = ',', default_value = "w1,w4,w5")]
+        /// Which workloads: w1 (propagation), w2 (throughput), w3 (many rooms),
+        /// w4 (idle connections), w5 (join).
+        #[arg(long, value_delimiter = ',', default_value = "w1,w2,w3,w4,w5")]
         workloads: Vec<String>,
         /// Shorter runs and smaller N, for a smoke test.
         #[arg(long)]
         quick: bool,
-        /// Also run W4 at 50k connections.
-        #[arg(long)]
-        full: bool,
+        /// W4's connection counts. 50000 needs a file-descriptor limit above 50k for
+        /// both processes (`ulimit -Hn`).
+        #[arg(long, value_delimiter = ',', default_value = "10000,18000")]
+        w4_connections: Vec<usize>,
         /// The roomstate binary to test.
         #[arg(long, default_value = "target/release/roomstate")]
         roomstate_bin: PathBuf,
@@ -52,6 +54,8 @@ enum Command {
 struct Results {
     machine: String,
     propagation: Vec<workloads::Propagation>,
+    throughput: Vec<workloads::Throughput>,
+    many_rooms: Vec<workloads::ManyRooms>,
     idle_connections: Vec<workloads::IdleConnections>,
     join: Vec<workloads::Join>,
 }
@@ -67,7 +71,7 @@ fn main() {
         Command::Run {
             workloads,
             quick,
-            full,
+            w4_connections,
             roomstate_bin,
             out,
         } => {
@@ -81,8 +85,14 @@ fn main() {
                 .enable_all()
                 .build()
                 .unwrap();
-            let results =
-                runtime.block_on(run(machine, &workloads, quick, full, &roomstate_bin, fds));
+            let results = runtime.block_on(run(
+                machine,
+                &workloads,
+                quick,
+                &w4_connections,
+                &roomstate_bin,
+                fds,
+            ));
             std::fs::create_dir_all(&out).unwrap();
             let path = out.join("results.json");
             std::fs::write(&path, serde_json::to_string_pretty(&results).unwrap()).unwrap();
@@ -125,7 +135,7 @@ async fn run(
     machine: String,
     which: &[String],
     quick: bool,
-    full: bool,
+    w4_connections: &[usize],
     roomstate_bin: &std::path::Path,
     fds: u64,
 ) -> Results {
@@ -168,11 +178,60 @@ async fn run(
             }
         }
     }
-    if wants("w4") {
-        let mut sizes = vec![if quick { 2_000 } else { 10_000 }];
-        if full {
-            sizes.push(50_000);
+    if wants("w2") {
+        let rates: &[u64] = if quick {
+            &[1_000, 5_000]
+        } else {
+            &[1_000, 2_000, 5_000, 10_000, 20_000, 40_000]
+        };
+        let step = if quick { 2 } else { 3 };
+        println!(
+            "\nW2 throughput: 10 writers, 10 observers of every key, rising rates ({step} s each)"
+        );
+        println!(
+            "{:<10} {:<9} | {:>9} {:>11} {:>13} {:>10} {:>10} {:>10}",
+            "system", "keys", "offered/s", "updates/s", "deliveries/s", "p50", "p99", "server CPU"
+        );
+        for one_key in [false, true] {
+            for system in [System::Floor, System::Roomstate] {
+                let target = Target::start(system, roomstate_bin);
+                let result = workloads::throughput(&target, one_key, rates, step).await;
+                for s in &result.steps {
+                    println!(
+                        "{:<10} {:<9} | {:>9} {:>11.0} {:>13.0} {:>10} {:>10} {:>9.0}%",
+                        system.name(),
+                        if one_key { "one" } else { "distinct" },
+                        s.offered_updates_per_second,
+                        s.updates_per_second,
+                        s.deliveries_per_second,
+                        human(s.per_delivery.p50_us),
+                        human(s.per_delivery.p99_us),
+                        s.server_cpu_percent
+                    );
+                }
+                if let Some(mismatches) = result.final_state_mismatches {
+                    println!("{:<10} {:<9} | observers whose final state differs from the others: {mismatches}", system.name(), if one_key { "one" } else { "distinct" });
+                }
+                results.throughput.push(result);
+            }
         }
+    }
+    if wants("w3") {
+        let rooms = if quick { 50 } else { 400 };
+        let target = Target::start(System::Roomstate, roomstate_bin);
+        let result = workloads::many_rooms(&target, rooms, if quick { 4 } else { 10 }).await;
+        println!(
+            "\nW3 many rooms: {rooms} rooms of 5, an attribute change per participant every 2 s: {:.0} updates/s, server CPU {:.1}% ({:.2}% per 1000 updates/s)",
+            result.updates_per_second, result.server_cpu_percent, result.cpu_percent_per_1000_updates
+        );
+        results.many_rooms.push(result);
+    }
+    if wants("w4") {
+        let sizes: Vec<usize> = if quick {
+            vec![2_000]
+        } else {
+            w4_connections.to_vec()
+        };
         println!(
             "\nW4 idle connections (rooms of 50, each client observing one key; fd limit {fds})"
         );

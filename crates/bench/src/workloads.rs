@@ -258,3 +258,221 @@ async fn send_at(at: Instant) {
 fn source_for(n: usize) -> Option<IpAddr> {
     Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (n / 20_000) as u8)))
 }
+
+/// One rate step of W2.
+#[derive(Debug, Serialize)]
+pub struct ThroughputStep {
+    pub offered_updates_per_second: u64,
+    pub updates_per_second: f64,
+    pub deliveries_per_second: f64,
+    pub per_delivery: Percentiles,
+    /// Server CPU during the step (100 = one core busy).
+    pub server_cpu_percent: f64,
+}
+
+/// W2: `writers` writers, `observers` observers of every key, rising rates.
+#[derive(Debug, Serialize)]
+pub struct Throughput {
+    pub system: System,
+    pub one_key: bool,
+    pub writers: usize,
+    pub observers: usize,
+    pub steps: Vec<ThroughputStep>,
+    /// Observers whose last value of some key differs from the server's (roomstate).
+    pub final_state_mismatches: Option<usize>,
+}
+
+pub async fn throughput(
+    target: &Target,
+    one_key: bool,
+    rates: &[u64],
+    step_seconds: u64,
+) -> Throughput {
+    const WRITERS: usize = 10;
+    const OBSERVERS: usize = 10;
+    let system = target.system;
+    let room = format!("w2-{}", if one_key { "one" } else { "distinct" });
+    let delivered_count = Arc::new(AtomicU64::new(0));
+    let (stop, stopped) = watch::channel(false);
+    let shared_latencies = Arc::new(parking_lot::Mutex::new(histogram()));
+    let mut observer_tasks = Vec::new();
+    for n in 0..OBSERVERS {
+        let (sink, mut stream) =
+            join(system, target.addr, &room, &format!("o{n}"), &["*"], None).await;
+        let (count, latencies, mut stopped) = (
+            delivered_count.clone(),
+            shared_latencies.clone(),
+            stopped.clone(),
+        );
+        observer_tasks.push(tokio::spawn(async move {
+            let _keep = sink;
+            let mut last: std::collections::BTreeMap<String, String> = Default::default();
+            loop {
+                tokio::select! {
+                    frame = stream.next() => {
+                        let Some(Ok(Message::Text(frame))) = frame else { break };
+                        let now = nanos_since_epoch(Instant::now());
+                        let Some(value) = delivered(system, frame.as_str()) else { continue };
+                        if let Some((_, intended)) = parse_payload(value) {
+                            // One thread runs the load generator: this lock is never contended.
+                            latencies.lock().record(now.saturating_sub(intended) / 1000).ok();
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if system == System::Roomstate {
+                            if let Some(key) = crate::clients::string_field(frame.as_str(), "key") {
+                                last.insert(key.to_string(), value.to_string());
+                            }
+                        }
+                    }
+                    _ = stopped.changed() => break,
+                }
+            }
+            last
+        }));
+    }
+    let mut writers = Vec::new();
+    for n in 0..WRITERS {
+        let (sink, mut replies) =
+            join(system, target.addr, &room, &format!("w{n}"), &[], None).await;
+        tokio::spawn(async move { while let Some(Ok(_)) = replies.next().await {} });
+        writers.push(sink);
+    }
+    let mut steps = Vec::new();
+    let mut index = 0u64;
+    for &rate in rates {
+        shared_latencies.lock().reset();
+        let delivered_before = delivered_count.load(Ordering::Relaxed);
+        let cpu_before = target.cpu_seconds();
+        let start = Instant::now();
+        let end = start + Duration::from_secs(step_seconds);
+        let mut sent = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        // Open loop in 1 ms batches: each write carries the time it was due.
+        while Instant::now() < end {
+            tick.tick().await;
+            let due = ((Instant::now() - start).as_secs_f64() * rate as f64) as u64;
+            while sent < due {
+                let intended = start + Duration::from_secs_f64(sent as f64 / rate as f64);
+                let writer = (sent as usize) % WRITERS;
+                let key = if one_key {
+                    "k".to_string()
+                } else {
+                    format!("k{writer}")
+                };
+                writers[writer]
+                    .feed(write_frame(
+                        system,
+                        index + 1,
+                        &key,
+                        &payload(index, intended),
+                    ))
+                    .await
+                    .unwrap();
+                sent += 1;
+                index += 1;
+            }
+            for writer in &mut writers {
+                writer.flush().await.unwrap();
+            }
+        }
+        // Let the step's tail arrive (bounded), then read the numbers.
+        let expected = delivered_before + sent * OBSERVERS as u64;
+        let drain_deadline = Instant::now() + Duration::from_secs(3);
+        while delivered_count.load(Ordering::Relaxed) < expected && Instant::now() < drain_deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        let cpu = target.cpu_seconds() - cpu_before;
+        let delivered_now = delivered_count.load(Ordering::Relaxed) - delivered_before;
+        let percentiles = Percentiles::of(&shared_latencies.lock());
+        let over = percentiles.p99_us > 100_000 || delivered_now < sent * OBSERVERS as u64;
+        steps.push(ThroughputStep {
+            offered_updates_per_second: rate,
+            updates_per_second: sent as f64 / step_seconds as f64,
+            deliveries_per_second: delivered_now as f64 / step_seconds as f64,
+            per_delivery: percentiles,
+            server_cpu_percent: 100.0 * cpu / elapsed,
+        });
+        if over {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.send_replace(true);
+    let mut views = Vec::new();
+    for task in observer_tasks {
+        views.push(task.await.unwrap());
+    }
+    let final_state_mismatches = (system == System::Roomstate).then(|| {
+        // Every observer must end on the same last value for every key.
+        let reference = &views[0];
+        views.iter().filter(|view| *view != reference).count()
+    });
+    Throughput {
+        system,
+        one_key,
+        writers: WRITERS,
+        observers: OBSERVERS,
+        steps,
+        final_state_mismatches,
+    }
+}
+
+/// W3: `rooms` rooms of 5 participants, each changing an attribute every 2 s.
+#[derive(Debug, Serialize)]
+pub struct ManyRooms {
+    pub rooms: usize,
+    pub updates_per_second: f64,
+    pub server_cpu_percent: f64,
+    /// Server CPU (percent of one core) per 1000 updates/s.
+    pub cpu_percent_per_1000_updates: f64,
+}
+
+pub async fn many_rooms(target: &Target, rooms: usize, seconds: u64) -> ManyRooms {
+    let mut participants = Vec::new();
+    for room in 0..rooms {
+        for n in 0..5 {
+            let (sink, mut stream) = join(
+                System::Roomstate,
+                target.addr,
+                &format!("w3-{room}"),
+                &format!("p{n}"),
+                &[],
+                None,
+            )
+            .await;
+            tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
+            participants.push(sink);
+        }
+    }
+    let period = Duration::from_secs(2);
+    let count = participants.len();
+    let cpu_before = target.cpu_seconds();
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    while start.elapsed() < Duration::from_secs(seconds) {
+        tick.tick().await;
+        // Participant i updates at i/count of each period: an even spread.
+        let due = (start.elapsed().as_secs_f64() / period.as_secs_f64() * count as f64) as u64;
+        while sent < due {
+            let who = (sent as usize) % count;
+            let frame = format!(
+                r#"{{"type":"update_participant","id":{},"attributes":{{"status":"s{sent}"}}}}"#,
+                sent / count as u64 + 1
+            );
+            participants[who].send(Message::text(frame)).await.unwrap();
+            sent += 1;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = 100.0 * (target.cpu_seconds() - cpu_before) / elapsed;
+    let rate = sent as f64 / elapsed;
+    ManyRooms {
+        rooms,
+        updates_per_second: rate,
+        server_cpu_percent: cpu,
+        cpu_percent_per_1000_updates: cpu / (rate / 1000.0),
+    }
+}
