@@ -187,3 +187,41 @@ pub fn raise_fd_limit() -> u64 {
         limit.rlim_cur
     }
 }
+
+/// A TCP proxy that can drop every connection at once, as a server restart or a network
+/// change would.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    connections: std::sync::Arc<parking_lot::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Proxy {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(4096).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections: std::sync::Arc<parking_lot::Mutex<Vec<tokio::task::AbortHandle>>> =
+            Default::default();
+        let tracked = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let _ = inbound.set_nodelay(true);
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = outbound.set_nodelay(true);
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                tracked.lock().push(task.abort_handle());
+            }
+        });
+        Proxy { addr, connections }
+    }
+
+    pub fn cut(&self) {
+        for connection in self.connections.lock().drain(..) {
+            connection.abort();
+        }
+    }
+}

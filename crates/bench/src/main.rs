@@ -58,6 +58,7 @@ struct Results {
     many_rooms: Vec<workloads::ManyRooms>,
     idle_connections: Vec<workloads::IdleConnections>,
     join: Vec<workloads::Join>,
+    resume: Vec<workloads::Resume>,
 }
 
 fn main() {
@@ -262,6 +263,14 @@ async fn run(
         let p = &result.until_full_store;
         println!("\nW5 join: connect and receive a 100-key store, {joins} joins: p50 {}, p99 {}, p99.9 {}", human(p.p50_us), human(p.p99_us), human(p.p999_us));
         results.join.push(result);
+        let clients = if quick { 200 } else { 1000 };
+        let result = workloads::resume_after_drop(&target, clients).await;
+        let p = &result.until_resumed;
+        println!(
+            "W5 resume: {clients} clients dropped at once, until each resumed: p50 {}, p99 {}, all {} ({} not resumed)",
+            human(p.p50_us), human(p.p99_us), human(p.max_us), result.not_resumed
+        );
+        results.resume.push(result);
     }
     results
 }

@@ -476,3 +476,78 @@ pub async fn many_rooms(target: &Target, rooms: usize, seconds: u64) -> ManyRoom
         cpu_percent_per_1000_updates: cpu / (rate / 1000.0),
     }
 }
+
+/// W5 (resume): `clients` clients behind a proxy that drops every connection at once;
+/// how long until each has reconnected and resumed.
+#[derive(Debug, Serialize)]
+pub struct Resume {
+    pub clients: usize,
+    /// From the drop until each client had `resumed`.
+    pub until_resumed: Percentiles,
+    /// Clients that got `joined` (a fresh participant) instead of `resumed`.
+    pub not_resumed: usize,
+}
+
+pub async fn resume_after_drop(target: &Target, clients: usize) -> Resume {
+    let proxy = crate::clients::Proxy::start(target.addr).await;
+    let (drop_signal, dropped) = watch::channel(None::<Instant>);
+    let mut tasks = Vec::new();
+    let ready = Arc::new(AtomicU32::new(0));
+    for n in 0..clients {
+        let room = format!("w5-resume-{}", n / 50);
+        let path = format!(
+            "/rtc?protocol=1&access_token={}",
+            crate::clients::token(&room, &format!("r{n}"))
+        );
+        let socket = crate::clients::open(proxy.addr, &path, None).await;
+        let (ready, mut dropped, proxy_addr) = (ready.clone(), dropped.clone(), proxy.addr);
+        tasks.push(tokio::spawn(async move {
+            let (_sink, mut stream) = socket.split();
+            let joined: serde_json::Value = serde_json::from_str(&next_text(&mut stream).await).unwrap();
+            let mut last_seq = joined["seq"].as_u64().unwrap();
+            ready.fetch_add(1, Ordering::Relaxed);
+            // Follow the room until the connection drops.
+            while let Some(Ok(Message::Text(frame))) = stream.next().await {
+                if let Some(seq) = frame.find("\"seq\":").and_then(|at| frame[at + 6..].split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok()) {
+                    last_seq = last_seq.max(seq);
+                }
+            }
+            let cut_at = loop {
+                if let Some(at) = *dropped.borrow() {
+                    break at;
+                }
+                dropped.changed().await.unwrap();
+            };
+            let path = format!(
+                "/rtc?protocol=1&access_token={}&resume_sid={}&resume_token={}&session_id={}&last_seq={last_seq}&last_reply_id=0",
+                crate::clients::token(&room, &format!("r{n}")),
+                joined["local"]["sid"].as_str().unwrap(),
+                joined["resume_token"].as_str().unwrap(),
+                joined["session_id"].as_str().unwrap(),
+            );
+            let (_sink, mut stream) = crate::clients::open(proxy_addr, &path, None).await.split();
+            let first = next_text(&mut stream).await;
+            (cut_at.elapsed(), first.contains("\"type\":\"resumed\""), (_sink, stream))
+        }));
+    }
+    while (ready.load(Ordering::Relaxed) as usize) < clients {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop_signal.send_replace(Some(Instant::now()));
+    proxy.cut();
+    let mut samples = histogram();
+    let mut not_resumed = 0;
+    let mut keep = Vec::new();
+    for task in tasks {
+        let (elapsed, resumed, connection) = task.await.unwrap();
+        samples.record(elapsed.as_micros() as u64).ok();
+        not_resumed += usize::from(!resumed);
+        keep.push(connection);
+    }
+    Resume {
+        clients,
+        until_resumed: Percentiles::of(&samples),
+        not_resumed,
+    }
+}

@@ -36,7 +36,15 @@ pub async fn serve(
             config: config.clone(),
         }))),
     };
-    let listener = tokio::net::TcpListener::bind(config.bind).await?;
+    // A deep accept queue: after an outage every client reconnects at once, and a full
+    // queue drops SYNs, which clients retry only after a second.
+    let socket = match config.bind {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(config.bind)?;
+    let listener = socket.listen(4096)?;
     on_listening(listener.local_addr()?);
     // Small frames must not wait for Nagle.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
