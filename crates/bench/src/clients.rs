@@ -139,6 +139,7 @@ pub async fn join(
             sink.send(Message::text(role)).await.unwrap();
             (sink, stream)
         }
+        System::YWebsocket => unreachable!("y-websocket is driven by peer/driver.mjs"),
     }
 }
 
@@ -159,6 +160,7 @@ pub fn write_frame(system: System, id: u64, key: &str, payload: &str) -> Message
             "{{\"type\":\"set\",\"id\":{id},\"key\":\"{key}\",\"value\":\"{payload}\"}}"
         )),
         System::Floor => Message::text(payload.to_string()),
+        System::YWebsocket => unreachable!("y-websocket is driven by peer/driver.mjs"),
     }
 }
 
@@ -170,6 +172,7 @@ pub fn delivered(system: System, frame: &str) -> Option<&str> {
             .then(|| string_field(frame, "value"))
             .flatten(),
         System::Floor => Some(frame),
+        System::YWebsocket => unreachable!("y-websocket is driven by peer/driver.mjs"),
     }
 }
 

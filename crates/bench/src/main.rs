@@ -158,13 +158,26 @@ async fn run(
             "{:<10} {:>5} | {:>10} {:>10} {:>10} | {:>10} {:>10} {:>10} | {:>7}",
             "system", "N", "p50", "p99", "p99.9", "all p50", "all p99", "all p99.9", "missing"
         );
+        let peer = target::ensure_peer_installed();
+        if !peer {
+            println!("(y-websocket could not be installed: the peer is left out)");
+        }
         for &n in sizes {
-            for system in [System::Floor, System::Roomstate] {
+            let systems: &[System] = if peer {
+                &[System::Floor, System::Roomstate, System::YWebsocket]
+            } else {
+                &[System::Floor, System::Roomstate]
+            };
+            for &system in systems {
                 let target = Target::start(system, roomstate_bin);
-                let result = workloads::propagation(&target, n, seconds).await;
+                let result = if system == System::YWebsocket {
+                    workloads::propagation_peer(&target, n, seconds)
+                } else {
+                    workloads::propagation(&target, n, seconds).await
+                };
                 let (d, a) = (&result.per_delivery, &result.until_all);
                 println!(
-                    "{:<10} {:>5} | {:>10} {:>10} {:>10} | {:>10} {:>10} {:>10} | {:>7}",
+                    "{:<11} {:>5} | {:>10} {:>10} {:>10} | {:>10} {:>10} {:>10} | {:>7}",
                     system.name(),
                     n,
                     human(d.p50_us),

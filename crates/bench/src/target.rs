@@ -18,6 +18,8 @@ pub const API_SECRET: &str = "benchsecret";
 pub enum System {
     Roomstate,
     Floor,
+    /// y-websocket with a Y.Map: the peer users would pick instead.
+    YWebsocket,
 }
 
 impl System {
@@ -25,6 +27,7 @@ impl System {
         match self {
             System::Roomstate => "roomstate",
             System::Floor => "floor",
+            System::YWebsocket => "y-websocket",
         }
     }
 }
@@ -63,6 +66,9 @@ impl Target {
                 command
                     .arg(std::env::current_exe().unwrap())
                     .arg("floor-server");
+            }
+            System::YWebsocket => {
+                command.arg("node").arg(peer_dir().join("server.cjs"));
             }
         }
         let mut child = command
@@ -126,4 +132,25 @@ impl Drop for Target {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The y-websocket peer's folder; its packages are installed on first use.
+pub fn peer_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peer")
+}
+
+/// Installs y-websocket and yjs (npm ci) when missing; false when that fails.
+pub fn ensure_peer_installed() -> bool {
+    if peer_dir().join("node_modules/y-websocket").exists() {
+        return true;
+    }
+    eprintln!(
+        "installing y-websocket for the peer runs (npm ci in {})",
+        peer_dir().display()
+    );
+    Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(peer_dir())
+        .status()
+        .is_ok_and(|status| status.success())
 }

@@ -30,6 +30,44 @@ pub struct Propagation {
     pub missing: u64,
 }
 
+/// W1 against y-websocket: its own Node driver (Yjs clients) on the load core.
+pub fn propagation_peer(target: &Target, observers: usize, seconds: u64) -> Propagation {
+    #[derive(serde::Deserialize)]
+    struct Output {
+        writes: u64,
+        per_delivery: Percentiles,
+        until_all: Percentiles,
+        missing: u64,
+    }
+    let output = std::process::Command::new("taskset")
+        .args(["-c", &crate::target::LOAD_CORE.to_string(), "node"])
+        .arg(crate::target::peer_dir().join("driver.mjs"))
+        .args([
+            "w1",
+            &format!("ws://{}", target.addr),
+            &observers.to_string(),
+            &seconds.to_string(),
+        ])
+        .output()
+        .expect("run the y-websocket driver");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let parsed: Output = serde_json::from_str(text.lines().last().unwrap_or_default())
+        .unwrap_or_else(|error| {
+            panic!(
+                "the y-websocket driver said {text:?} ({error}); stderr: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    Propagation {
+        system: System::YWebsocket,
+        observers,
+        writes: parsed.writes,
+        per_delivery: parsed.per_delivery,
+        until_all: parsed.until_all,
+        missing: parsed.missing,
+    }
+}
+
 pub async fn propagation(target: &Target, observers: usize, seconds: u64) -> Propagation {
     const RATE_HZ: u64 = 20;
     let system = target.system;
