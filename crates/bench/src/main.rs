@@ -98,6 +98,7 @@ fn main() {
             let path = out.join("results.json");
             std::fs::write(&path, serde_json::to_string_pretty(&results).unwrap()).unwrap();
             println!("\nresults written to {}", path.display());
+            plot(&path, &out);
         }
     }
 }
@@ -286,4 +287,33 @@ async fn run(
         results.resume.push(result);
     }
     results
+}
+
+/// Draws the PNG plots with crates/bench/plot.py (matplotlib, installed when missing).
+fn plot(results: &std::path::Path, out: &std::path::Path) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plot.py");
+    let has_matplotlib = || {
+        std::process::Command::new("python3")
+            .args(["-c", "import matplotlib"])
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    if !has_matplotlib() {
+        eprintln!("installing matplotlib for the plots");
+        let _ = std::process::Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "matplotlib"])
+            .status();
+    }
+    match std::process::Command::new("python3")
+        .arg(&script)
+        .arg(results)
+        .arg(out)
+        .status()
+    {
+        Ok(status) if status.success() => {}
+        _ => eprintln!(
+            "no plots: python3 with matplotlib is needed ({})",
+            script.display()
+        ),
+    }
 }

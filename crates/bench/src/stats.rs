@@ -15,6 +15,9 @@ pub struct Percentiles {
     pub p99_us: u64,
     pub p999_us: u64,
     pub max_us: u64,
+    /// (quantile, µs) at every percent and at 99.9%, for CDF plots.
+    #[serde(default)]
+    pub cdf: Vec<(f64, u64)>,
 }
 
 impl Percentiles {
@@ -25,6 +28,11 @@ impl Percentiles {
             p99_us: histogram.value_at_quantile(0.99),
             p999_us: histogram.value_at_quantile(0.999),
             max_us: histogram.max(),
+            cdf: (1..=100)
+                .map(|percent| percent as f64 / 100.0)
+                .chain([0.999])
+                .map(|quantile| (quantile, histogram.value_at_quantile(quantile)))
+                .collect(),
         }
     }
 }

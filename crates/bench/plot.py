@@ -1,0 +1,72 @@
+"""Draws roomstate-bench's results.json as PNG plots (run by roomstate-bench after a run).
+
+    python3 crates/bench/plot.py bench-results/results.json bench-results/
+"""
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+results = json.loads(Path(sys.argv[1]).read_text())
+out = Path(sys.argv[2])
+colors = {"floor": "#888888", "roomstate": "#1f6fd1", "y_websocket": "#d1501f"}
+labels = {"floor": "floor (bare fan-out)", "roomstate": "roomstate", "y_websocket": "y-websocket (Y.Map)"}
+w1 = results.get("propagation", [])
+
+if w1:
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for system in colors:
+        runs = sorted((r for r in w1 if r["system"] == system), key=lambda r: r["observers"])
+        if not runs:
+            continue
+        n = [r["observers"] for r in runs]
+        axes.plot(n, [r["until_all"]["p50_us"] / 1000 for r in runs], "-o", color=colors[system], label=f"{labels[system]} p50")
+        axes.plot(n, [r["until_all"]["p99_us"] / 1000 for r in runs], "--", color=colors[system], label=f"{labels[system]} p99")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("observers (N)")
+    axes.set_ylabel("until all N have the write (ms)")
+    axes.set_title("W1: one writer at 20 Hz, 64-byte value")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(out / "w1-latency-vs-n.png", dpi=120)
+
+    largest = max(r["observers"] for r in w1)
+    for n in sorted({100, largest}):
+        figure, axes = plt.subplots(figsize=(7, 4.5))
+        for r in (r for r in w1 if r["observers"] == n):
+            cdf = r["per_delivery"].get("cdf", [])
+            if cdf:
+                axes.plot([us / 1000 for _, us in cdf], [q for q, _ in cdf], color=colors[r["system"]], label=labels[r["system"]])
+        axes.set_xscale("log")
+        axes.set_xlabel("delivery latency (ms)")
+        axes.set_ylabel("fraction of deliveries")
+        axes.set_title(f"W1 latency CDF, N = {n}")
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend(fontsize=8)
+        figure.tight_layout()
+        figure.savefig(out / f"w1-cdf-n{n}.png", dpi=120)
+
+w2 = results.get("throughput", [])
+if w2:
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for r in w2:
+        steps = r["steps"]
+        style = "-o" if not r["one_key"] else "--s"
+        axes.plot([s["deliveries_per_second"] for s in steps], [s["per_delivery"]["p99_us"] / 1000 for s in steps], style,
+                  color=colors[r["system"]], label=f"{labels[r['system']]}, {'one key' if r['one_key'] else 'distinct keys'}")
+    axes.set_xscale("log")
+    axes.set_xlabel("deliveries per second")
+    axes.set_ylabel("p99 delivery latency (ms)")
+    axes.set_title("W2: 10 writers, 10 observers of every key")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(out / "w2-throughput.png", dpi=120)
+
+print("plots written to", out)
