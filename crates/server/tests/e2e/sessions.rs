@@ -233,8 +233,21 @@ async fn a_client_away_past_the_session_sees_the_new_session() {
 
     proxy.refuse(true);
     proxy.cut();
-    // Alice was the only one: once her grace period ends, the session ends.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Alice was the only one: once her grace period ends, the session ends. Ask the
+    // server API until the room is gone.
+    let rooms = livekit_api::services::room::RoomClient::with_api_key(
+        &server.http_url(),
+        crate::harness::KEY,
+        crate::harness::SECRET,
+    );
+    let deadline = tokio::time::Instant::now() + crate::harness::PATIENCE;
+    while !rooms.list_rooms(vec![]).await.unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let bob = Client::join(&server.url(), &Token::new("r", "bob")).await;
     assert_ne!(bob.room.session_id().unwrap(), old_session);
     bob.store().set("spotlight", json!("bob")).await.unwrap();
