@@ -365,6 +365,10 @@ async fn forward_unless_stalled(
         match from.read(&mut buffer).await {
             Ok(0) | Err(_) => return,
             Ok(read) => {
+                // A read may have been waiting when the stall began: hold what it got.
+                if stalled.wait_for(|stalled| !*stalled).await.is_err() {
+                    return;
+                }
                 if to.write_all(&buffer[..read]).await.is_err() {
                     return;
                 }

@@ -458,6 +458,8 @@ async fn webhooks_are_livekit_verifiable_ordered_and_retried() {
     let alice = Client::join(&server.url(), &Token::new("r", "alice")).await;
     let bob = Client::join(&server.url(), &Token::new("r", "bob")).await;
     bob.room.disconnect().await;
+    // Leaves travel on separate connections: let bob's be done before alice's.
+    alice.heard.wait_for(Heard::Left("bob".into())).await;
     alice.room.disconnect().await;
     let events = receiver.wait_for(6).await;
     assert_eq!(

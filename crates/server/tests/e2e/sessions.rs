@@ -200,8 +200,18 @@ async fn a_slow_reader_is_cut_by_the_server_and_resumes_without_loss() {
             .unwrap();
     }
     proxy.stall(false);
-    seen.wait_until("the last write", |heard| heard.len() == WRITES + 1)
-        .await;
+    // On failure, say what the reader's connection went through, not only its values.
+    let deadline = tokio::time::Instant::now() + crate::harness::PATIENCE;
+    while seen.heard().len() < WRITES + 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reader heard {} of {} values; its room events: {:?}",
+            seen.heard().len(),
+            WRITES + 1,
+            reader.heard.heard()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let values = seen.values("k");
     for (n, value) in values.iter().enumerate().skip(1) {
         let text = value.as_ref().unwrap().as_str().unwrap();
