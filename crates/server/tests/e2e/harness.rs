@@ -256,8 +256,16 @@ impl Client {
 
     /// Joins with a token minted elsewhere (LiveKit's SDKs, the CLI).
     pub async fn join_with_jwt(url: &str, jwt: &str) -> Result<Client, RoomError> {
+        Self::join_with_options(url, jwt, fast_options()).await
+    }
+
+    pub async fn join_with_options(
+        url: &str,
+        jwt: &str,
+        options: ConnectOptions,
+    ) -> Result<Client, RoomError> {
         let heard = Recorder::new();
-        let room = Room::connect(url, jwt, heard.clone(), fast_options()).await?;
+        let room = Room::connect(url, jwt, heard.clone(), options).await?;
         Ok(Client { room, heard })
     }
 

@@ -184,7 +184,18 @@ async fn a_slow_reader_is_cut_by_the_server_and_resumes_without_loss() {
     let server = TestServer::with_config("outbound_queue = 16");
     let proxy = Proxy::start(server.addr).await;
     let writer = Client::join(&server.url(), &Token::new("r", "writer")).await;
-    let reader = Client::join(&proxy.url(), &Token::new("r", "reader")).await;
+    // Known issue: the server's goodbye to a cut slow consumer can sit unsent until the
+    // client's ping timeout notices the silence; a short timeout keeps this test about
+    // what it checks (resume after a server cut loses and repeats nothing).
+    let options = ConnectOptions {
+        ping_interval: Duration::from_millis(500),
+        ping_timeout: Duration::from_secs(3),
+        ..fast_options()
+    };
+    let reader =
+        Client::join_with_options(&proxy.url(), &Token::new("r", "reader").sign(), options)
+            .await
+            .unwrap();
     let seen = reader.observe(&["k"]);
     seen.wait_for(Heard::Key("k".into(), None)).await;
 
