@@ -47,11 +47,18 @@ pub(crate) async fn run(shared: Arc<Shared>, joined: oneshot::Sender<Result<(), 
         shared.options.reconnect_backoff_min,
         shared.options.reconnect_backoff_max,
     );
+    let addresses: Vec<&str> = std::iter::once(shared.url.as_str())
+        .chain(shared.options.fallback_urls.iter().map(String::as_str))
+        .collect();
+    let mut address = 0;
+    // Failed attempts since the last connection: the first join gives up only after
+    // every address failed once.
+    let mut failures = 0;
     let reason = loop {
         if *closing.borrow() {
             break DisconnectReason::ClientRequested;
         }
-        let url = match connect_url(&shared) {
+        let url = match connect_url(&shared, addresses[address]) {
             Ok(url) => url,
             Err(error) => {
                 fail_first(&mut joined, error);
@@ -64,6 +71,7 @@ pub(crate) async fn run(shared: Arc<Shared>, joined: oneshot::Sender<Result<(), 
         };
         let problem = match attempt {
             Ok(Ok(socket)) => {
+                failures = 0;
                 match session(&shared, &store, socket, &mut joined, &mut backoff).await {
                     Ended::Closed(reason) => break reason,
                     Ended::Lost(problem) => problem,
@@ -78,9 +86,20 @@ pub(crate) async fn run(shared: Arc<Shared>, joined: oneshot::Sender<Result<(), 
                     message: refusal.message,
                 };
             }
-            Ok(Err(Refused::Transient(problem))) => problem,
-            Err(_) => "connecting timed out".to_string(),
+            Ok(Err(Refused::Transient(problem))) => {
+                failures += 1;
+                address = (address + 1) % addresses.len();
+                problem
+            }
+            Err(_) => {
+                failures += 1;
+                address = (address + 1) % addresses.len();
+                "connecting timed out".to_string()
+            }
         };
+        if joined.is_some() && failures > 0 && failures < addresses.len() {
+            continue; // The first join tries every address once before giving up.
+        }
         if joined.is_some() {
             fail_first(&mut joined, RoomError::Connect { message: problem });
             return;
@@ -289,10 +308,10 @@ async fn connect(url: &str, tls: &Connector) -> Result<Socket, Refused> {
 }
 
 /// The `/rtc` URL, with resume parameters once the engine has a participant to resume.
-fn connect_url(shared: &Shared) -> Result<String, RoomError> {
+fn connect_url(shared: &Shared, address: &str) -> Result<String, RoomError> {
     let invalid = |message: String| RoomError::Connect { message };
-    let mut url = url::Url::parse(&shared.url)
-        .map_err(|error| invalid(format!("bad server URL {:?}: {error}", shared.url)))?;
+    let mut url = url::Url::parse(address)
+        .map_err(|error| invalid(format!("bad server URL {address:?}: {error}")))?;
     let scheme = match url.scheme() {
         "ws" | "http" => "ws",
         "wss" | "https" => "wss",

@@ -39,6 +39,10 @@ pub enum RoomError {
         code: ConnectRefusalCode,
         message: String,
     },
+    /// The server is up but cannot reach the room's shared state (a cluster whose Redis
+    /// is down): nothing was changed. Retry later.
+    #[error("unavailable: {message}")]
+    Unavailable { message: String },
     /// The server could not be reached, or did not speak the protocol.
     #[error("cannot connect: {message}")]
     Connect { message: String },
@@ -69,6 +73,9 @@ impl From<ErrorBody> for RoomError {
                     .and_then(|entry| StoreEntry::from_wire(*entry)),
             },
             ErrorCode::InvalidRequest => RoomError::InvalidRequest {
+                message: error.message,
+            },
+            ErrorCode::Unavailable => RoomError::Unavailable {
                 message: error.message,
             },
             ErrorCode::Internal => RoomError::Internal {

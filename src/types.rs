@@ -109,6 +109,10 @@ pub struct ConnectOptions {
     /// CA certificates (PEM) to trust for `wss://` besides the public web roots, e.g. a
     /// self-hosted server's private CA.
     pub trusted_certificates_pem: Vec<String>,
+    /// Other nodes of the same cluster. After a failed connection attempt the engine
+    /// moves on to the next address (the main URL first, then these, round and round),
+    /// so the clients of a node that died resume on another one.
+    pub fallback_urls: Vec<String>,
     /// Runs on each engine thread as it starts (e.g. to attach it to a JVM).
     pub on_thread_start: Option<ThreadStartHook>,
 }
@@ -126,6 +130,7 @@ impl std::fmt::Debug for ConnectOptions {
                 "trusted_certificates_pem",
                 &self.trusted_certificates_pem.len(),
             )
+            .field("fallback_urls", &self.fallback_urls)
             .field("on_thread_start", &self.on_thread_start.is_some())
             .finish()
     }
@@ -141,6 +146,7 @@ impl Default for ConnectOptions {
             reconnect_backoff_min: Duration::from_millis(100),
             reconnect_backoff_max: Duration::from_secs(5),
             trusted_certificates_pem: Vec::new(),
+            fallback_urls: Vec::new(),
             on_thread_start: None,
         }
     }

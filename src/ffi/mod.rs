@@ -77,6 +77,10 @@ pub struct ConnectOptions {
     /// CA certificates (PEM) to trust for wss:// besides the public roots.
     #[uniffi(default = [])]
     pub trusted_certificates_pem: Vec<String>,
+    /// More nodes of the same cluster: after a failed attempt the engine tries the
+    /// next address, so clients of a node that died move to another and resume.
+    #[uniffi(default = [])]
+    pub fallback_urls: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
@@ -120,6 +124,9 @@ pub enum RoomError {
     InvalidValue { detail: String },
     #[error("token refused ({code}): {detail}")]
     InvalidToken { code: String, detail: String },
+    /// The server cannot reach the room's shared state right now; nothing changed.
+    #[error("unavailable: {detail}")]
+    Unavailable { detail: String },
     #[error("cannot connect: {detail}")]
     Connect { detail: String },
     #[error("internal error: {detail}")]
@@ -485,6 +492,7 @@ impl From<ConnectOptions> for engine::ConnectOptions {
             reconnect_backoff_min: Duration::from_millis(options.reconnect_backoff_min_ms),
             reconnect_backoff_max: Duration::from_millis(options.reconnect_backoff_max_ms),
             trusted_certificates_pem: options.trusted_certificates_pem,
+            fallback_urls: options.fallback_urls,
             on_thread_start: thread_start_hook(),
         }
     }
@@ -535,6 +543,7 @@ impl From<engine::RoomError> for RoomError {
                     .unwrap_or_default(),
                 detail: message,
             },
+            E::Unavailable { message } => RoomError::Unavailable { detail: message },
             E::Connect { message } => RoomError::Connect { detail: message },
             E::Internal { message } => RoomError::Internal { detail: message },
         }

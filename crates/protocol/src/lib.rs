@@ -279,6 +279,10 @@ pub struct Reply {
     pub id: RequestId,
     #[serde(flatten)]
     pub outcome: Outcome,
+    /// Set on a read the node answered from its own copy because the room's shared
+    /// state (Redis) was unreachable: the entries may be out of date.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -362,6 +366,9 @@ pub enum ErrorCode {
     LimitExceeded,
     /// `if_version` did not match.
     Conflict,
+    /// The node cannot reach the room's shared state (Redis): nothing was changed;
+    /// retry later, or on another node.
+    Unavailable,
     Internal,
 }
 
@@ -372,6 +379,7 @@ impl ErrorCode {
             ErrorCode::NotAllowed => "not_allowed",
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::Conflict => "conflict",
+            ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
     }
@@ -395,6 +403,9 @@ pub enum CloseReason {
     Left,
     /// Everyone but hidden participants left, which ends the session (hidden ones get this).
     SessionEnded,
+    /// The node cannot reach the room's shared state (Redis), or lost its place in the
+    /// room's history: reconnect (to this node or another) and resume.
+    Unavailable,
 }
 
 impl CloseReason {
@@ -402,7 +413,10 @@ impl CloseReason {
     pub fn retry(self) -> bool {
         matches!(
             self,
-            CloseReason::SlowConsumer | CloseReason::IdleTimeout | CloseReason::ServerShutdown
+            CloseReason::SlowConsumer
+                | CloseReason::IdleTimeout
+                | CloseReason::ServerShutdown
+                | CloseReason::Unavailable
         )
     }
 }
@@ -492,6 +506,7 @@ mod tests {
         let reply = ServerMessage::Reply(Reply {
             id: 7,
             outcome: Outcome::Error(ErrorBody::limit(Limit::ValueBytes, 1024, 2000)),
+            stale: false,
         });
         let text = serde_json::to_value(&reply).unwrap();
         assert_eq!(text["type"], "reply");
@@ -504,6 +519,7 @@ mod tests {
         let ok = ServerMessage::Reply(Reply {
             id: 8,
             outcome: Outcome::Ok(ReplyBody::Entry(Entry::absent("k"))),
+            stale: false,
         });
         let text = serde_json::to_string(&ok).unwrap();
         assert_eq!(

@@ -55,6 +55,7 @@ impl TwirpError {
             "resource_exhausted" => StatusCode::TOO_MANY_REQUESTS,
             "failed_precondition" => StatusCode::PRECONDITION_FAILED,
             "unimplemented" => StatusCode::NOT_IMPLEMENTED,
+            "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -77,6 +78,12 @@ impl From<AdminError> for TwirpError {
                 format!("no participant {identity:?} in the room"),
             ),
             AdminError::Refused(error) => error.into(),
+            AdminError::Unavailable(problem) => TwirpError::new(
+                "unavailable",
+                format!(
+                    "the room's shared state cannot be reached, nothing was changed: {problem}"
+                ),
+            ),
         }
     }
 }
@@ -88,6 +95,7 @@ impl From<ErrorBody> for TwirpError {
             ErrorCode::NotAllowed => "permission_denied",
             ErrorCode::LimitExceeded => "resource_exhausted",
             ErrorCode::Conflict => "aborted",
+            ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         };
         let mut twirp = TwirpError::new(code, error.message);
@@ -213,8 +221,8 @@ pub async fn twirp(
     body: Bytes,
 ) -> Response {
     let result = match service.as_str() {
-        "livekit.RoomService" => room_service(&state, &method, &headers, &body),
-        "roomstate.SessionStore" => session_store(&state, &method, &headers, &body),
+        "livekit.RoomService" => room_service(&state, &method, &headers, &body).await,
+        "roomstate.SessionStore" => session_store(&state, &method, &headers, &body).await,
         _ => Err(TwirpError::new(
             "bad_route",
             format!("no service {service:?}"),
@@ -226,7 +234,7 @@ pub async fn twirp(
     })
 }
 
-fn room_service(
+async fn room_service(
     state: &ApiState,
     method: &str,
     headers: &HeaderMap,
@@ -238,7 +246,7 @@ fn room_service(
         "ListRooms" => {
             let request: lk::ListRoomsRequest = decode(encoding, body)?;
             authorize(state, headers, Grant::RoomList)?;
-            let listed = rooms.list(&request.names);
+            let listed = rooms.list(&request.names).await?;
             let rooms = listed
                 .iter()
                 .map(|summary| livekit::room(&summary.name, summary))
@@ -249,7 +257,8 @@ fn room_service(
             let request: lk::ListParticipantsRequest = decode(encoding, body)?;
             authorize(state, headers, Grant::RoomAdmin(&request.room))?;
             let participants = rooms
-                .participants(&request.room)?
+                .participants(&request.room)
+                .await?
                 .iter()
                 .map(livekit::participant)
                 .collect();
@@ -261,7 +270,7 @@ fn room_service(
         "GetParticipant" => {
             let request: lk::RoomParticipantIdentity = decode(encoding, body)?;
             authorize(state, headers, Grant::RoomAdmin(&request.room))?;
-            let info = rooms.participant(&request.room, &request.identity)?;
+            let info = rooms.participant(&request.room, &request.identity).await?;
             Ok(reply(encoding, &livekit::participant(&info)))
         }
         "UpdateParticipant" => {
@@ -278,19 +287,25 @@ fn room_service(
                     .permission
                     .map(|permission| permission.can_update_metadata),
             };
-            let info = rooms.update_participant(&request.room, &request.identity, change)?;
+            let info = rooms
+                .update_participant(&request.room, &request.identity, change)
+                .await?;
             Ok(reply(encoding, &livekit::participant(&info)))
         }
         "RemoveParticipant" => {
             let request: lk::RoomParticipantIdentity = decode(encoding, body)?;
             authorize(state, headers, Grant::RoomAdmin(&request.room))?;
-            rooms.remove_participant(&request.room, &request.identity)?;
+            rooms
+                .remove_participant(&request.room, &request.identity)
+                .await?;
             Ok(reply(encoding, &lk::RemoveParticipantResponse {}))
         }
         "UpdateRoomMetadata" => {
             let request: lk::UpdateRoomMetadataRequest = decode(encoding, body)?;
             authorize(state, headers, Grant::RoomAdmin(&request.room))?;
-            let summary = rooms.set_room_metadata(&request.room, request.metadata)?;
+            let summary = rooms
+                .set_room_metadata(&request.room, request.metadata)
+                .await?;
             Ok(reply(encoding, &livekit::room(&summary.name, &summary)))
         }
         _ => Err(TwirpError::new(
@@ -337,14 +352,20 @@ pub struct StoreDeleteRequest {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct StoreEntryResponse {
     pub entry: Entry,
+    /// Set when the node answered from its own copy because Redis was unreachable.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct StoreListResponse {
     pub entries: Vec<Entry>,
+    /// Set when the node answered from its own copy because Redis was unreachable.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
 }
 
-fn session_store(
+async fn session_store(
     state: &ApiState,
     method: &str,
     headers: &HeaderMap,
@@ -361,19 +382,22 @@ fn session_store(
         "Get" => {
             let request: StoreKeyRequest = decode_json(body)?;
             authorize(state, headers, Grant::RoomAdmin(&request.room))?;
-            let entry = rooms
-                .store_entries(&request.room, std::slice::from_ref(&request.key))?
-                .remove(0);
-            Ok(axum::Json(StoreEntryResponse { entry }).into_response())
+            let (mut entries, stale) = rooms
+                .store_entries(&request.room, std::slice::from_ref(&request.key))
+                .await?;
+            let entry = entries.remove(0);
+            Ok(axum::Json(StoreEntryResponse { entry, stale }).into_response())
         }
         "List" => {
             let request: StoreListRequest = decode_json(body)?;
             authorize(state, headers, Grant::RoomAdmin(&request.room))?;
-            let entries = rooms.store_entries(
-                &request.room,
-                &[roomstate_protocol::WILDCARD_KEY.to_string()],
-            )?;
-            Ok(axum::Json(StoreListResponse { entries }).into_response())
+            let (entries, stale) = rooms
+                .store_entries(
+                    &request.room,
+                    &[roomstate_protocol::WILDCARD_KEY.to_string()],
+                )
+                .await?;
+            Ok(axum::Json(StoreListResponse { entries, stale }).into_response())
         }
         "Set" | "Delete" => {
             let (room, key, value, expected_version) = if method == "Set" {
@@ -389,9 +413,14 @@ fn session_store(
                 (request.room, request.key, None, request.expected_version)
             };
             let claims = authorize(state, headers, Grant::RoomAdmin(&room))?;
-            let entry =
-                rooms.store_write(&room, &api_caller(&claims), &key, value, expected_version)?;
-            Ok(axum::Json(StoreEntryResponse { entry }).into_response())
+            let entry = rooms
+                .store_write(&room, &api_caller(&claims), &key, value, expected_version)
+                .await?;
+            Ok(axum::Json(StoreEntryResponse {
+                entry,
+                stale: false,
+            })
+            .into_response())
         }
         _ => Err(TwirpError::new(
             "bad_route",

@@ -31,6 +31,8 @@ pub struct ServerConfig {
     pub idle_timeout_ms: u64,
     /// Where to send webhooks, if anywhere.
     pub webhook: Option<crate::webhook::WebhookConfig>,
+    /// Join a cluster through Redis; without it the node holds every room in memory.
+    pub redis: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +46,7 @@ impl Default for ServerConfig {
             replay_log_events: 4096,
             idle_timeout_ms: 30_000,
             webhook: None,
+            redis: None,
         }
     }
 }
@@ -124,6 +127,19 @@ impl ServerConfig {
                     "webhook.api_key {:?} is not one of the configured keys",
                     webhook.api_key
                 )));
+            }
+        }
+        if let Some(redis) = &self.redis {
+            if !redis.url.starts_with("redis://") && !redis.url.starts_with("rediss://") {
+                return Err(ConfigError::Invalid(format!(
+                    "redis.url must look like redis://host:port/db, got {:?}",
+                    redis.url
+                )));
+            }
+            if redis.heartbeat_ms == 0 || redis.node_timeout_ms <= redis.heartbeat_ms {
+                return Err(ConfigError::Invalid(
+                    "redis.node_timeout_ms must be longer than redis.heartbeat_ms (> 0)".into(),
+                ));
             }
         }
         if self.outbound_queue == 0 || self.replay_log_events == 0 {

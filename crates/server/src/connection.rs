@@ -9,6 +9,7 @@ use futures_util::{SinkExt, StreamExt};
 use roomstate_protocol::{ClientMessage, CloseReason, ErrorBody, ErrorCode, ServerMessage};
 use tokio::sync::{mpsc, watch};
 
+use crate::cluster::Unavailable;
 use crate::room::{Admission, Closing, Connection, Rooms};
 
 /// Frames written per flush at most, so one busy connection cannot starve the rest.
@@ -19,10 +20,21 @@ pub async fn serve(socket: WebSocket, rooms: Arc<Rooms>, admission: Admission) {
     let (close_tx, close_rx) = watch::channel(None);
     let close_tx = Arc::new(close_tx);
     let connection = Connection::new(frames_tx.clone(), close_tx.clone());
-    let connection_id = connection.id();
-    let admitted = rooms.admit(admission, connection);
+    let (mut sink, stream) = socket.split();
+    let admitted = match rooms.admit(admission, connection).await {
+        Ok(admitted) => admitted,
+        Err(Unavailable(problem)) => {
+            tracing::warn!(%problem, "cannot admit a connection: the cluster is unavailable");
+            let closing = Closing {
+                reason: CloseReason::Unavailable,
+                message: "the room's shared state cannot be reached; try again".into(),
+            };
+            say_goodbye(&mut sink, closing).await;
+            return;
+        }
+    };
+    let epoch = admitted.epoch;
     rooms.metrics().connections.inc();
-    let (sink, stream) = socket.split();
     let metrics_rooms = rooms.clone();
     let mut writer = tokio::spawn(write_frames(
         sink,
@@ -34,16 +46,14 @@ pub async fn serve(socket: WebSocket, rooms: Arc<Rooms>, admission: Admission) {
     let idle_timeout = rooms.config().idle_timeout();
     let ended_by_client = tokio::select! {
         _ = &mut writer => false,
-        reason = read_frames(stream, &rooms, &admitted.room, &admitted.sid, connection_id, &frames_tx, idle_timeout) => {
+        reason = read_frames(stream, &rooms, &admitted.room, &admitted.sid, epoch, &frames_tx, idle_timeout) => {
             if let Some(reason) = reason {
                 close_tx.send_replace(Some(Closing { reason, message: "no frame within the idle timeout".into() }));
             }
             true
         }
     };
-    admitted
-        .room
-        .connection_closed(&admitted.sid, connection_id);
+    admitted.room.connection_closed(&admitted.sid, epoch);
     drop(frames_tx);
     if ended_by_client {
         // The room no longer holds a sender, so the writer ends once its queue is out.
@@ -58,7 +68,7 @@ async fn read_frames(
     rooms: &Rooms,
     room: &Arc<crate::room::Room>,
     sid: &str,
-    connection_id: u64,
+    epoch: u64,
     frames: &mpsc::Sender<Utf8Bytes>,
     idle_timeout: std::time::Duration,
 ) -> Option<CloseReason> {
@@ -86,7 +96,7 @@ async fn read_frames(
             Message::Ping(_) | Message::Pong(_) => continue,
         };
         match serde_json::from_str::<ClientMessage>(text.as_str()) {
-            Ok(message) => room.handle(sid, connection_id, message),
+            Ok(message) => room.handle(sid, epoch, message, frames).await,
             Err(error) => reject(frames, &format!("malformed frame: {error}")),
         }
     }

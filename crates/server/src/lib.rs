@@ -4,6 +4,8 @@
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
+mod command;
 pub mod config;
 mod connection;
 mod http;
@@ -28,13 +30,38 @@ pub async fn serve(
         let secret = config.keys[&webhook.api_key].clone();
         webhook::Webhooks::start(webhook, secret)
     });
+    let (cluster, deliveries) = match &config.redis {
+        Some(redis) => {
+            let node_id = redis
+                .node_id
+                .clone()
+                .unwrap_or_else(|| format!("node-{:08x}", rand::random::<u32>()));
+            let (sender, deliveries) = tokio::sync::mpsc::unbounded_channel();
+            let cluster = cluster::Cluster::connect(redis.clone(), node_id.clone(), sender)
+                .await
+                .map_err(|cluster::Unavailable(problem)| {
+                    std::io::Error::other(format!("cannot join the cluster: {problem}"))
+                })?;
+            tracing::info!(node = %node_id, "joined the cluster");
+            (Some((node_id, cluster)), Some(deliveries))
+        }
+        None => (None, None),
+    };
+    let rooms = room::Rooms::new(Arc::new(room::Node {
+        id: cluster
+            .as_ref()
+            .map_or_else(|| "local".to_string(), |(id, _)| id.clone()),
+        metrics: metrics::Metrics::new(),
+        webhooks,
+        config: config.clone(),
+        cluster: cluster.map(|(_, cluster)| cluster),
+    }));
+    if let Some(deliveries) = deliveries {
+        rooms.listen(deliveries);
+    }
     let state = http::AppState {
         auth: Arc::new(auth::Authenticator::new(config.keys.clone())),
-        rooms: Arc::new(room::Rooms::new(Arc::new(room::Node {
-            metrics: metrics::Metrics::new(),
-            webhooks,
-            config: config.clone(),
-        }))),
+        rooms,
     };
     // A deep accept queue: after an outage every client reconnects at once, and a full
     // queue drops SYNs, which clients retry only after a second.

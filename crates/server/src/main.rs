@@ -86,6 +86,13 @@ struct ServeArgs {
     /// How long a dropped participant may take to resume, in milliseconds [default: 20000].
     #[arg(long, env = "ROOMSTATE_RECONNECT_GRACE_MS")]
     reconnect_grace_ms: Option<u64>,
+    /// Join a cluster of nodes sharing rooms through this Redis, e.g.
+    /// redis://127.0.0.1:6379/0 (the `[redis]` table of the config file says more).
+    #[arg(long, env = "ROOMSTATE_REDIS")]
+    redis: Option<String>,
+    /// This node's name in the cluster [default: random].
+    #[arg(long, env = "ROOMSTATE_NODE_ID")]
+    node_id: Option<String>,
     /// Log filter, e.g. info or roomstate_server=debug.
     #[arg(long, env = "ROOMSTATE_LOG", default_value = "info")]
     log: String,
@@ -171,6 +178,12 @@ fn build_config(args: &ServeArgs) -> Result<ServerConfig, ConfigError> {
     }
     if let Some(grace) = args.reconnect_grace_ms {
         config.reconnect_grace_ms = grace;
+    }
+    if let Some(url) = &args.redis {
+        config.redis.get_or_insert_with(Default::default).url = url.clone();
+    }
+    if let Some(node_id) = &args.node_id {
+        config.redis.get_or_insert_with(Default::default).node_id = Some(node_id.clone());
     }
     config.validate()?;
     Ok(config)

@@ -1,13 +1,18 @@
-//! Rooms on one node: sessions, participants, the store, and the fan-out of changes.
+//! Rooms: sessions, participants, the store, and the fan-out of changes.
 //!
-//! Everything that happens in a room happens under that room's lock, in one order: a
-//! change is applied, its sequence number assigned, and its frame queued to every
-//! connection that should see it before the lock is released. Queues are bounded and
-//! never waited on: a connection whose queue is full is cut (it may resume), so one
-//! slow reader never slows the room.
+//! A room changes only by applying entries of its log (see `command`), one at a time
+//! under the room's lock: a change is applied, its sequence number assigned, and its
+//! frame queued to every local connection that should see it before the lock is
+//! released. On one node the log is the order of that lock; in a cluster it is a Redis
+//! stream, and every node that holds a copy of the room applies it in the same order.
+//!
+//! Queues are bounded and never waited on: a connection whose queue is full is cut (it
+//! may resume), so one slow reader never slows the room.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
@@ -17,8 +22,12 @@ use roomstate_protocol::{
     ResumeInfo, Seq, ServerMessage, Snapshot, MAX_REQUESTS_IN_FLIGHT, PROTOCOL_VERSION,
     WILDCARD_KEY,
 };
-use tokio::sync::{mpsc, watch};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::cluster::{Cluster, Delivery, Position, Unavailable};
+use crate::command::{Command, LogEntry};
+pub use crate::command::{ParticipantChange, ResumeRequest};
 use crate::config::ServerConfig;
 use crate::livekit;
 use crate::metrics::Metrics;
@@ -29,14 +38,29 @@ use crate::webhook::Webhooks;
 /// flight, so none it is waiting for can be missing.
 const REPLY_CACHE: usize = 2 * MAX_REQUESTS_IN_FLIGHT;
 
+/// In a cluster, the node that appends every this-many-th entry of a room saves a
+/// snapshot of the room and trims the log before it.
+const SNAPSHOT_EVERY: u64 = 256;
+
+/// Log entries read per request while catching up.
+const CATCH_UP_BATCH: usize = 512;
+
+/// How long an entry that skipped ahead waits for the ones before it to arrive by
+/// subscription, before the room reads them from the log.
+const GAP_WAIT: Duration = Duration::from_millis(25);
+
 /// What every room of a node shares.
 pub struct Node {
+    /// This node's name in the cluster (and in log entries it appends).
+    pub id: String,
     pub config: ServerConfig,
     pub metrics: Metrics,
     pub webhooks: Option<Webhooks>,
+    /// `None`: a single node holding every room in memory.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
-/// Every room of this node.
+/// Every room this node holds.
 pub struct Rooms {
     node: Arc<Node>,
     rooms: Arc<Mutex<HashMap<String, Arc<Room>>>>,
@@ -48,24 +72,23 @@ pub enum AdminError {
     NoSuchRoom(String),
     NoSuchParticipant(String),
     Refused(ErrorBody),
+    Unavailable(String),
+}
+
+impl From<Unavailable> for AdminError {
+    fn from(Unavailable(message): Unavailable) -> Self {
+        AdminError::Unavailable(message)
+    }
 }
 
 /// A room as the server API lists it.
+#[derive(Debug, Clone)]
 pub struct RoomSummary {
     pub name: String,
     pub session_id: String,
     pub started_at: Millis,
     pub metadata: String,
     pub participants: usize,
-}
-
-/// What a server API call changes in a participant; absent fields stay.
-#[derive(Default)]
-pub struct ParticipantChange {
-    pub metadata: Option<String>,
-    pub name: Option<String>,
-    pub attributes: Option<std::collections::BTreeMap<String, String>>,
-    pub can_update_metadata: Option<bool>,
 }
 
 /// What the upgrade handler learned about a connecting client.
@@ -75,26 +98,20 @@ pub struct Admission {
     pub resume: Option<ResumeRequest>,
 }
 
-pub struct ResumeRequest {
-    pub sid: String,
-    pub token: String,
-    pub session_id: String,
-    pub last_seq: Seq,
-    pub last_reply_id: RequestId,
-}
-
 /// A connection, admitted: the frames to write before anything else, and where its
-/// requests go.
+/// messages go.
 pub struct Admitted {
     pub room: Arc<Room>,
     pub sid: String,
+    /// The participant's attach count when this connection took it over; its messages
+    /// carry it, so those of a replaced connection are ignored everywhere.
+    pub epoch: u64,
     pub initial: Vec<Utf8Bytes>,
 }
 
 /// The room's handle on one WebSocket connection.
 #[derive(Clone)]
 pub struct Connection {
-    id: u64,
     frames: mpsc::Sender<Utf8Bytes>,
     close: Arc<watch::Sender<Option<Closing>>>,
 }
@@ -110,16 +127,7 @@ impl Connection {
         frames: mpsc::Sender<Utf8Bytes>,
         close: Arc<watch::Sender<Option<Closing>>>,
     ) -> Self {
-        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        Connection {
-            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            frames,
-            close,
-        }
-    }
-
-    pub fn id(&self) -> u64 {
-        self.id
+        Connection { frames, close }
     }
 
     /// Queues a frame; `false` when the queue is full (the connection is too slow).
@@ -140,12 +148,51 @@ impl Connection {
     }
 }
 
+/// Someone on this node waiting for an entry it appended to be applied.
+enum Pending {
+    Admit {
+        connection: Connection,
+        admitted: oneshot::Sender<AdmittedHere>,
+    },
+    Admin(oneshot::Sender<Result<AdminOutcome, AdminError>>),
+}
+
+/// What the joining connection learns: its participant, epoch and first frames.
+type AdmittedHere = (String, u64, Vec<Utf8Bytes>);
+
+enum AdminOutcome {
+    Participant(ParticipantInfo),
+    Removed,
+    Room(RoomSummary),
+    Entry(Entry),
+}
+
+/// A use of a room by this node (a joining connection, a server API call): while one
+/// exists, the room stays loaded.
+pub struct RoomUse {
+    room: Arc<Room>,
+}
+
+impl std::ops::Deref for RoomUse {
+    type Target = Arc<Room>;
+    fn deref(&self) -> &Arc<Room> {
+        &self.room
+    }
+}
+
+impl Drop for RoomUse {
+    fn drop(&mut self) {
+        self.room.state.lock().users -= 1;
+        self.room.release_if_unused();
+    }
+}
+
 impl Rooms {
-    pub fn new(node: Arc<Node>) -> Self {
-        Rooms {
+    pub fn new(node: Arc<Node>) -> Arc<Self> {
+        Arc::new(Rooms {
             node,
             rooms: Arc::default(),
-        }
+        })
     }
 
     pub fn config(&self) -> &ServerConfig {
@@ -156,37 +203,128 @@ impl Rooms {
         &self.node.metrics
     }
 
+    pub fn node_id(&self) -> &str {
+        &self.node.id
+    }
+
     pub fn room_count(&self) -> usize {
         self.rooms.lock().len()
     }
 
-    /// Joins or resumes a participant, and returns the frames it gets first.
-    pub fn admit(&self, admission: Admission, connection: Connection) -> Admitted {
-        loop {
-            let room = self
-                .rooms
-                .lock()
-                .entry(admission.room.clone())
+    /// The room `name`, loaded and caught up with its log (in a cluster).
+    pub async fn open(&self, name: &str) -> Result<RoomUse, Unavailable> {
+        let room = {
+            let mut rooms = self.rooms.lock();
+            let room = rooms
+                .entry(name.to_string())
                 .or_insert_with(|| {
                     Arc::new(Room {
-                        name: admission.room.clone(),
+                        name: name.to_string(),
                         node: self.node.clone(),
                         registry: Arc::downgrade(&self.rooms),
-                        state: Mutex::new(RoomState::default()),
+                        state: Mutex::new(RoomState {
+                            loaded: self.node.cluster.is_none(),
+                            ..RoomState::default()
+                        }),
+                        syncing: tokio::sync::Mutex::new(()),
                     })
                 })
                 .clone();
-            let mut state = room.state.lock();
-            if state.removed {
-                // It emptied while we looked it up; forget it and make a new one.
-                drop(state);
-                room.unregister();
-                continue;
-            }
-            let (sid, initial) = room.admit_locked(&mut state, &admission, connection);
-            drop(state);
-            return Admitted { room, sid, initial };
+            // Rooms leave the registry under its lock, so this one is not removed.
+            room.state.lock().users += 1;
+            room
+        };
+        let room = RoomUse { room };
+        if let Some(cluster) = &self.node.cluster {
+            room.sync(cluster).await?;
         }
+        Ok(room)
+    }
+
+    /// Joins or resumes a participant, and returns the frames it gets first.
+    pub async fn admit(
+        &self,
+        admission: Admission,
+        connection: Connection,
+    ) -> Result<Admitted, Unavailable> {
+        let room = self.open(&admission.room).await?;
+        if let Some(cluster) = &self.node.cluster {
+            // Recorded before joining, so whoever finds this node dead finds the room.
+            cluster.host(&admission.room).await?;
+        }
+        let (admitted, answer) = oneshot::channel();
+        let command = Command::Admit {
+            claims: Box::new(admission.claims),
+            resume: admission.resume,
+            sid: format!("PA_{}", random_id()),
+            resume_token: format!("{:032x}", rand::random::<u128>()),
+            session_id: format!("SE_{}", random_id()),
+        };
+        room.submit(
+            command,
+            Some(Pending::Admit {
+                connection,
+                admitted,
+            }),
+        )
+        .await?;
+        let answer = tokio::time::timeout(self.wait_limit(), answer).await;
+        match answer {
+            Ok(Ok((sid, epoch, initial))) => Ok(Admitted {
+                room: room.room.clone(),
+                sid,
+                epoch,
+                initial,
+            }),
+            _ => Err(Unavailable(
+                "the join was stored but this node could not read it back in time".into(),
+            )),
+        }
+    }
+
+    /// How long a caller waits for its own entry to come back from the log.
+    fn wait_limit(&self) -> Duration {
+        match &self.node.cluster {
+            Some(cluster) => cluster.timeout() * 5,
+            None => Duration::from_secs(5),
+        }
+    }
+
+    /// Takes deliveries from the cluster: entries other nodes appended, resyncs after
+    /// the subscription dropped, and dead nodes to clear out.
+    pub fn listen(self: &Arc<Self>, mut deliveries: mpsc::UnboundedReceiver<Delivery>) {
+        let rooms = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(delivery) = deliveries.recv().await {
+                let Some(rooms) = rooms.upgrade() else { return };
+                match delivery {
+                    Delivery::Entry {
+                        room,
+                        position,
+                        entry,
+                    } => {
+                        let found = rooms.rooms.lock().get(&room).cloned();
+                        if let Some(found) = found {
+                            found.offer(position, *entry);
+                        }
+                    }
+                    Delivery::Resubscribed => {
+                        let all: Vec<Arc<Room>> = rooms.rooms.lock().values().cloned().collect();
+                        for room in all {
+                            room.spawn_sync();
+                        }
+                    }
+                    Delivery::NodeGone { node, room } => {
+                        let rooms = rooms.clone();
+                        tokio::spawn(async move {
+                            if let Ok(room) = rooms.open(&room).await {
+                                let _ = room.submit(Command::NodeGone { node }, None).await;
+                            }
+                        });
+                    }
+                }
+            }
+        });
     }
 }
 
@@ -195,15 +333,37 @@ pub struct Room {
     node: Arc<Node>,
     registry: Weak<Mutex<HashMap<String, Arc<Room>>>>,
     state: Mutex<RoomState>,
+    /// Held while catching up with the log, so there is one catch-up at a time.
+    syncing: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
 struct RoomState {
-    /// Set when the room emptied and left the registry; a new `Room` takes its name.
+    /// Set when the room left the registry; a new `Room` takes its name.
     removed: bool,
+    /// Whether the copy was read from the cluster (always, on a single node).
+    loaded: bool,
+    /// The last log entry applied.
+    applied: Position,
     session: Option<Session>,
+    /// Entries that arrived before ones they follow (another node's entry published
+    /// while this node's own append was answered): applied once the gap fills.
+    ahead: BTreeMap<u64, (Position, LogEntry)>,
+    /// Whether a check that the gap filled is scheduled.
+    gap_check: bool,
+    pending: HashMap<u64, Pending>,
+    /// Open `RoomUse`s.
+    users: usize,
 }
 
+/// A room's copy as a snapshot in the cluster holds it (connections are skipped: they
+/// are each node's own).
+#[derive(Serialize, Deserialize)]
+struct RoomSnapshot<S> {
+    session: Option<S>,
+}
+
+#[derive(Serialize, Deserialize)]
 struct Session {
     id: String,
     started_at: Millis,
@@ -218,14 +378,16 @@ struct Session {
     log: VecDeque<Logged>,
 }
 
+#[derive(Serialize, Deserialize)]
 struct Logged {
     seq: Seq,
     audience: Audience,
+    #[serde(with = "frame_text")]
     frame: Utf8Bytes,
 }
 
 /// Who hears about an event.
-#[derive(Clone)]
+#[derive(Clone, Serialize, Deserialize)]
 enum Audience {
     Everyone,
     AllBut(String),
@@ -233,21 +395,25 @@ enum Audience {
     Observers(String),
 }
 
+#[derive(Serialize, Deserialize)]
 struct Participant {
     info: ParticipantInfo,
     claims: Claims,
     resume_token: String,
-    /// `None` while the participant waits to resume.
+    /// The node the participant is connected through.
+    node: String,
+    /// Bumped on every resume: messages and departures name the epoch they belong to.
+    epoch: u64,
+    /// The connection, if it is on this node; `None` elsewhere and while the
+    /// participant waits to resume.
+    #[serde(skip)]
     connection: Option<Connection>,
-    /// Bumped whenever the connection goes away, so a departure timer that fires after
-    /// a resume knows it is stale.
-    departure: u64,
     observed: Observed,
     last_request_id: RequestId,
     replies: VecDeque<CachedReply>,
 }
 
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct Observed {
     all: bool,
     keys: HashSet<String>,
@@ -259,12 +425,27 @@ impl Observed {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 struct CachedReply {
     id: RequestId,
     /// The session's sequence number when the reply was queued: it follows every event
     /// up to this one.
     after_seq: Seq,
+    #[serde(with = "frame_text")]
     frame: Utf8Bytes,
+}
+
+mod frame_text {
+    use axum::extract::ws::Utf8Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(frame: &Utf8Bytes, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(frame.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Utf8Bytes, D::Error> {
+        String::deserialize(deserializer).map(Utf8Bytes::from)
+    }
 }
 
 impl Audience {
@@ -277,6 +458,15 @@ impl Audience {
         }
     }
 }
+
+/// What applying one entry knows about it.
+struct Applying {
+    /// Whether this node appended the entry.
+    origin: bool,
+    at: Millis,
+}
+
+static NEXT_TICKET: AtomicU64 = AtomicU64::new(1);
 
 impl Room {
     pub fn name(&self) -> &str {
@@ -291,7 +481,266 @@ impl Room {
         &self.node.config
     }
 
-    fn webhook(&self, event: &str, session: &Session, participant: Option<&ParticipantInfo>) {
+    /// Appends `command` to the room's log; it is applied before this returns on a
+    /// single node, and when it comes back from the log in a cluster. Fails only in a
+    /// cluster, when Redis did not store the entry.
+    async fn submit(
+        self: &Arc<Self>,
+        command: Command,
+        pending: Option<Pending>,
+    ) -> Result<(), Unavailable> {
+        let entry = LogEntry {
+            origin: self.node.id.clone(),
+            ticket: NEXT_TICKET.fetch_add(1, Ordering::Relaxed),
+            at: now_millis(),
+            command,
+        };
+        let ticket = entry.ticket;
+        let Some(cluster) = &self.node.cluster else {
+            let mut state = self.state.lock();
+            if let Some(pending) = pending {
+                state.pending.insert(ticket, pending);
+            }
+            let position = Position {
+                n: state.applied.n + 1,
+                id: String::new(),
+            };
+            state.applied = position;
+            self.apply(&mut state, entry);
+            drop(state);
+            self.release_if_unused();
+            return Ok(());
+        };
+        if let Some(pending) = pending {
+            self.state.lock().pending.insert(ticket, pending);
+        }
+        match cluster.append(&self.name, &entry).await {
+            Ok(position) => {
+                self.offer(position, entry);
+                Ok(())
+            }
+            Err(unavailable) => {
+                self.state.lock().pending.remove(&ticket);
+                self.release_if_unused();
+                Err(unavailable)
+            }
+        }
+    }
+
+    /// Applies an entry of the cluster's log if it is the next one; a gap means
+    /// entries were missed, and the room catches up from the log first.
+    fn offer(self: &Arc<Self>, position: Position, entry: LogEntry) {
+        let mut state = self.state.lock();
+        if !state.loaded || position.n <= state.applied.n {
+            return; // Not loaded yet (loading reads it), or already applied.
+        }
+        if position.n > state.applied.n + 1 {
+            state.ahead.insert(position.n, (position, entry));
+            if !state.gap_check {
+                state.gap_check = true;
+                let room = Arc::clone(self);
+                tokio::spawn(async move {
+                    tokio::time::sleep(GAP_WAIT).await;
+                    let stuck = {
+                        let mut state = room.state.lock();
+                        state.gap_check = false;
+                        !state.ahead.is_empty()
+                    };
+                    if stuck {
+                        room.spawn_sync();
+                    }
+                });
+            }
+            return;
+        }
+        self.apply_logged(&mut state, position, entry);
+        self.apply_ahead(&mut state);
+        drop(state);
+        self.release_if_unused();
+    }
+
+    /// Applies the entries that waited for a gap that is now filled.
+    fn apply_ahead(self: &Arc<Self>, state: &mut RoomState) {
+        while let Some(entry) = state.ahead.first_entry() {
+            let n = *entry.key();
+            if n > state.applied.n + 1 {
+                break;
+            }
+            let (position, entry) = entry.remove();
+            if n == state.applied.n + 1 {
+                self.apply_logged(state, position, entry);
+            }
+        }
+    }
+
+    fn apply_logged(self: &Arc<Self>, state: &mut RoomState, position: Position, entry: LogEntry) {
+        let n = position.n;
+        let snapshot_due = entry.origin == self.node.id && n % SNAPSHOT_EVERY == 0;
+        state.applied = position;
+        let ended = self.apply(state, entry);
+        if let Some(cluster) = &self.node.cluster {
+            // After a session ends its log is worth nothing: a snapshot lets Redis drop it.
+            if snapshot_due || ended {
+                let snapshot = serde_json::to_string(&RoomSnapshot {
+                    session: state.session.as_ref(),
+                })
+                .expect("a room serializes");
+                cluster.save_snapshot(&self.name, state.applied.clone(), snapshot);
+            }
+        }
+    }
+
+    pub(crate) fn spawn_sync(self: &Arc<Self>) {
+        let Some(cluster) = self.node.cluster.clone() else {
+            return;
+        };
+        let room = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(Unavailable(problem)) = room.sync(&cluster).await {
+                tracing::warn!(room = %room.name, %problem, "cannot catch up with the room's log; will retry when Redis is back");
+            }
+        });
+    }
+
+    /// Loads the room from the cluster if it is not loaded, then applies every entry
+    /// of its log this node has not applied yet.
+    async fn sync(self: &Arc<Self>, cluster: &Cluster) -> Result<(), Unavailable> {
+        let _one_at_a_time = self.syncing.lock().await;
+        if !self.state.lock().loaded {
+            // Subscribed first: whatever is appended after the snapshot is read either
+            // from the log below or from the subscription.
+            cluster.subscribe(&self.name).await?;
+            let snapshot = cluster.load_snapshot(&self.name).await?;
+            let mut state = self.state.lock();
+            self.install(&mut state, snapshot);
+        }
+        loop {
+            let after = self.state.lock().applied.clone();
+            let batch = cluster
+                .read_after(&self.name, &after, CATCH_UP_BATCH)
+                .await?;
+            let Some((first, _)) = batch.first() else {
+                break;
+            };
+            if first.n > after.n + 1 {
+                // The log was trimmed past this copy: start again from the snapshot.
+                let snapshot = cluster.load_snapshot(&self.name).await?;
+                let mut state = self.state.lock();
+                self.install(&mut state, snapshot);
+                continue;
+            }
+            let full = batch.len() == CATCH_UP_BATCH;
+            {
+                let mut state = self.state.lock();
+                for (position, entry) in batch {
+                    if position.n == state.applied.n + 1 {
+                        self.apply_logged(&mut state, position, entry);
+                    }
+                }
+                self.apply_ahead(&mut state);
+            }
+            if !full {
+                break;
+            }
+        }
+        self.release_if_unused();
+        Ok(())
+    }
+
+    /// Replaces this copy with a snapshot. Local connections missed what happened in
+    /// between, so they are closed, to resume.
+    fn install(self: &Arc<Self>, state: &mut RoomState, snapshot: Option<(Position, String)>) {
+        let (position, session) = match snapshot {
+            Some((position, text)) => match serde_json::from_str::<RoomSnapshot<Session>>(&text) {
+                Ok(snapshot) => (position, snapshot.session),
+                Err(error) => {
+                    tracing::error!(room = %self.name, %error, "unreadable snapshot; starting the room over");
+                    (position, None)
+                }
+            },
+            None => (Position::default(), None),
+        };
+        if state.loaded && position.n <= state.applied.n {
+            return;
+        }
+        if let Some(old) = state.session.take() {
+            self.node.metrics.rooms.dec();
+            for participant in old.participants.values() {
+                if let Some(connection) = &participant.connection {
+                    connection.close(
+                        CloseReason::Unavailable,
+                        "this node fell behind the room's history; resume to catch up",
+                    );
+                }
+            }
+        }
+        if session.is_some() {
+            self.node.metrics.rooms.inc();
+        }
+        state.session = session;
+        state.applied = position;
+        state.loaded = true;
+        // Participants of this node wait to resume; if they do not, they depart.
+        let here: Vec<String> = state
+            .session
+            .iter()
+            .flat_map(|session| session.participants.iter())
+            .filter(|(_, participant)| participant.node == self.node.id)
+            .map(|(sid, _)| sid.clone())
+            .collect();
+        for sid in here {
+            let epoch = state.session.as_ref().expect("listed above").participants[&sid].epoch;
+            self.start_grace(&sid, epoch);
+        }
+    }
+
+    /// Forgets the room if nothing on this node needs it any more: no participant is
+    /// connected through this node and nobody here waits on it.
+    fn release_if_unused(self: &Arc<Self>) {
+        let Some(registry) = self.registry.upgrade() else {
+            return;
+        };
+        let mut rooms = registry.lock();
+        let mut state = self.state.lock();
+        let needed = state.removed
+            || state.users > 0
+            || !state.pending.is_empty()
+            || state.session.as_ref().is_some_and(|session| {
+                session
+                    .participants
+                    .values()
+                    .any(|participant| participant.node == self.node.id)
+            });
+        if needed {
+            return;
+        }
+        state.removed = true;
+        if state.session.take().is_some() {
+            self.node.metrics.rooms.dec();
+        }
+        if rooms
+            .get(&self.name)
+            .is_some_and(|room| Arc::ptr_eq(room, self))
+        {
+            rooms.remove(&self.name);
+        }
+        drop(state);
+        drop(rooms);
+        if let Some(cluster) = &self.node.cluster {
+            cluster.unsubscribe(&self.name);
+        }
+    }
+
+    fn webhook(
+        &self,
+        applying: &Applying,
+        event: &str,
+        session: &Session,
+        participant: Option<&ParticipantInfo>,
+    ) {
+        if !applying.origin {
+            return; // The node that appended the entry sends it, once.
+        }
         if let Some(webhooks) = &self.node.webhooks {
             webhooks.send(
                 event,
@@ -301,50 +750,245 @@ impl Room {
         }
     }
 
-    fn unregister(self: &Arc<Self>) {
-        if let Some(registry) = self.registry.upgrade() {
-            let mut rooms = registry.lock();
-            if rooms
-                .get(&self.name)
-                .is_some_and(|room| Arc::ptr_eq(room, self))
-            {
-                rooms.remove(&self.name);
+    /// Applies one entry. Returns whether it ended the session.
+    fn apply(self: &Arc<Self>, state: &mut RoomState, entry: LogEntry) -> bool {
+        let LogEntry {
+            origin,
+            ticket,
+            at,
+            command,
+        } = entry;
+        let applying = Applying {
+            origin: origin == self.node.id,
+            at,
+        };
+        let pending = if applying.origin {
+            state.pending.remove(&ticket)
+        } else {
+            None
+        };
+        match command {
+            Command::Admit {
+                claims,
+                resume,
+                sid,
+                resume_token,
+                session_id,
+            } => {
+                let local = match pending {
+                    Some(Pending::Admit {
+                        connection,
+                        admitted,
+                    }) => Some((connection, admitted)),
+                    _ => None,
+                };
+                self.apply_admit(
+                    state,
+                    &applying,
+                    &origin,
+                    Joining {
+                        claims,
+                        resume,
+                        sid,
+                        resume_token,
+                        session_id,
+                    },
+                    local,
+                );
+                false
+            }
+            Command::Client {
+                sid,
+                epoch,
+                message,
+            } => self.apply_client(state, &applying, &sid, epoch, message),
+            Command::Depart { sid, epoch } => {
+                let Some(session) = state.session.as_mut() else {
+                    return false;
+                };
+                let gone = session.participants.get(&sid).is_some_and(|participant| {
+                    participant.epoch == epoch && participant.connection.is_none()
+                });
+                if !gone {
+                    return false;
+                }
+                tracing::debug!(room = %self.name, %sid, "did not resume within the grace period");
+                self.remove_participant(&applying, session, &sid);
+                self.end_session_if_empty(&applying, state)
+            }
+            Command::NodeGone { node } => {
+                let Some(session) = state.session.as_mut() else {
+                    return false;
+                };
+                let gone: Vec<String> = session
+                    .participants
+                    .iter()
+                    .filter(|(_, participant)| participant.node == node)
+                    .map(|(sid, _)| sid.clone())
+                    .collect();
+                if !gone.is_empty() {
+                    tracing::info!(room = %self.name, %node, participants = gone.len(), "removing the participants of a node that stopped");
+                }
+                for sid in gone {
+                    if let Some(connection) = self.remove_participant(&applying, session, &sid) {
+                        // This node was taken for dead while cut off from Redis.
+                        connection.close(
+                            CloseReason::Unavailable,
+                            "this node lost touch with the cluster; reconnect",
+                        );
+                    }
+                }
+                self.end_session_if_empty(&applying, state)
+            }
+            command => {
+                let (result, ended) = self.apply_admin(state, &applying, command);
+                if let Some(Pending::Admin(answer)) = pending {
+                    let _ = answer.send(result);
+                }
+                ended
             }
         }
     }
 
-    fn admit_locked(
+    fn apply_admin(
         self: &Arc<Self>,
         state: &mut RoomState,
-        admission: &Admission,
-        connection: Connection,
-    ) -> (String, Vec<Utf8Bytes>) {
-        if let (Some(resume), Some(session)) = (&admission.resume, state.session.as_mut()) {
-            if let Some(frames) = session.resume(resume, &admission.claims, connection.clone()) {
-                tracing::debug!(room = %self.name, sid = %resume.sid, "resumed");
-                return (resume.sid.clone(), frames);
+        applying: &Applying,
+        command: Command,
+    ) -> (Result<AdminOutcome, AdminError>, bool) {
+        let Some(session) = state.session.as_mut() else {
+            return (Err(AdminError::NoSuchRoom(self.name.clone())), false);
+        };
+        let result = match command {
+            Command::UpdateParticipant { identity, change } => {
+                session.participant_by_identity(&identity).and_then(|sid| {
+                    let mut info = session.participants[&sid].info.clone();
+                    apply_participant_update(
+                        &mut info,
+                        change.attributes,
+                        change.metadata,
+                        change.name,
+                        self.limits(),
+                    )
+                    .map_err(AdminError::Refused)?;
+                    if let Some(allowed) = change.can_update_metadata {
+                        info.permission.can_update_metadata = allowed;
+                    }
+                    Ok(AdminOutcome::Participant(
+                        self.update_participant(session, &sid, info),
+                    ))
+                })
+            }
+            Command::RemoveParticipant { identity } => {
+                match session.participant_by_identity(&identity) {
+                    Ok(sid) => {
+                        if let Some(connection) = self.remove_participant(applying, session, &sid) {
+                            connection.close(CloseReason::Removed, "removed by the server API");
+                        }
+                        let ended = self.end_session_if_empty(applying, state);
+                        return (Ok(AdminOutcome::Removed), ended);
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+            Command::SetRoomMetadata { metadata } => {
+                let limit = self.limits().metadata_bytes;
+                if metadata.len() > limit {
+                    Err(AdminError::Refused(ErrorBody::limit(
+                        Limit::MetadataBytes,
+                        limit,
+                        metadata.len(),
+                    )))
+                } else {
+                    session.metadata = metadata.clone();
+                    let seq = session.next_seq();
+                    self.emit(
+                        session,
+                        &ServerMessage::RoomMetadataChanged { seq, metadata },
+                        Audience::Everyone,
+                    );
+                    Ok(AdminOutcome::Room(session.summary(&self.name)))
+                }
+            }
+            Command::StoreWrite {
+                author,
+                key,
+                value,
+                if_version,
+            } => self
+                .write_as(applying, session, &author, &key, value, if_version)
+                .map(AdminOutcome::Entry)
+                .map_err(AdminError::Refused),
+            Command::Admit { .. }
+            | Command::Client { .. }
+            | Command::Depart { .. }
+            | Command::NodeGone { .. } => unreachable!("not a server API command"),
+        };
+        (result, false)
+    }
+
+    fn apply_admit(
+        self: &Arc<Self>,
+        state: &mut RoomState,
+        applying: &Applying,
+        origin: &str,
+        joining: Joining,
+        local: Option<(Connection, oneshot::Sender<AdmittedHere>)>,
+    ) {
+        if let (Some(resume), Some(session)) = (&joining.resume, state.session.as_mut()) {
+            if session.may_resume(resume, &joining.claims) {
+                let participant = session
+                    .participants
+                    .get_mut(&resume.sid)
+                    .expect("may_resume found it");
+                if let Some(old) = participant.connection.take() {
+                    old.close(
+                        CloseReason::DuplicateIdentity,
+                        "replaced by a resumed connection",
+                    );
+                }
+                participant.epoch += 1;
+                participant.node = origin.to_string();
+                let epoch = participant.epoch;
+                match local {
+                    Some((connection, admitted)) => {
+                        let frames = session.resume_frames(resume);
+                        session
+                            .participants
+                            .get_mut(&resume.sid)
+                            .expect("still here")
+                            .connection = Some(connection);
+                        tracing::debug!(room = %self.name, sid = %resume.sid, "resumed");
+                        let _ = admitted.send((resume.sid.clone(), epoch, frames));
+                    }
+                    // The connection gave up waiting: it departs unless it resumes again.
+                    None if applying.origin => self.start_grace(&resume.sid, epoch),
+                    None => {}
+                }
+                return;
             }
         }
-        let session = state.session.get_or_insert_with(|| {
+        if state.session.is_none() {
             self.node.metrics.rooms.inc();
-            Session::new()
-        });
-        let identity = &admission.claims.sub;
+            state.session = Some(Session::new(joining.session_id.clone(), applying.at));
+        }
+        let session = state.session.as_mut().expect("created above");
+        let identity = joining.claims.sub.clone();
         let duplicate = session
             .participants
             .iter()
-            .find(|(_, participant)| &participant.info.identity == identity)
+            .find(|(_, participant)| participant.info.identity == identity)
             .map(|(sid, _)| sid.clone());
         if let Some(old_sid) = duplicate {
-            if let Some(old) = self.remove_participant(session, &old_sid) {
+            if let Some(old) = self.remove_participant(applying, session, &old_sid) {
                 old.close(
                     CloseReason::DuplicateIdentity,
                     "another connection joined with this identity",
                 );
             }
         }
-        let participant = Participant::new(&admission.claims, connection);
-        let sid = participant.info.sid.clone();
+        let participant = Participant::new(&joining, origin, applying.at);
+        let sid = joining.sid;
         let hidden = participant.info.permission.hidden;
         let info = participant.info.clone();
         session.participants.insert(sid.clone(), participant);
@@ -352,8 +996,13 @@ impl Room {
             if !session.announced {
                 session.announced = true;
                 tracing::info!(room = %self.name, session = %session.id, "session started");
-                self.node.metrics.sessions_started.inc();
-                self.webhook("room_started", session, None);
+                if applying.origin {
+                    self.node.metrics.sessions_started.inc();
+                    if let Some(cluster) = &self.node.cluster {
+                        cluster.index(&self.name, true);
+                    }
+                }
+                self.webhook(applying, "room_started", session, None);
             }
             let seq = session.next_seq();
             self.emit(
@@ -364,46 +1013,113 @@ impl Room {
                 },
                 Audience::AllBut(sid.clone()),
             );
-            self.webhook("participant_joined", session, Some(&info));
+            self.webhook(applying, "participant_joined", session, Some(&info));
         }
-        let joined = ServerMessage::Joined(JoinInfo {
-            protocol: PROTOCOL_VERSION,
-            room: self.name.clone(),
-            session_id: session.id.clone(),
-            seq: session.seq,
-            resume_token: session.participants[&sid].resume_token.clone(),
-            participants: session.visible_participants(&sid),
-            local: info,
-            room_metadata: session.metadata.clone(),
-            limits: *self.limits(),
-            reconnect_grace_ms: self.config().reconnect_grace_ms,
-        });
-        tracing::debug!(room = %self.name, %sid, identity = %identity, "joined");
-        (sid, vec![frame(&joined)])
+        match local {
+            Some((connection, admitted)) => {
+                let joined = ServerMessage::Joined(JoinInfo {
+                    protocol: PROTOCOL_VERSION,
+                    room: self.name.clone(),
+                    session_id: session.id.clone(),
+                    seq: session.seq,
+                    resume_token: joining.resume_token,
+                    participants: session.visible_participants(&sid),
+                    local: info,
+                    room_metadata: session.metadata.clone(),
+                    limits: *self.limits(),
+                    reconnect_grace_ms: self.config().reconnect_grace_ms,
+                });
+                session
+                    .participants
+                    .get_mut(&sid)
+                    .expect("inserted above")
+                    .connection = Some(connection);
+                tracing::debug!(room = %self.name, %sid, %identity, "joined");
+                let _ = admitted.send((sid, 0, vec![frame(&joined)]));
+            }
+            None if applying.origin => self.start_grace(&sid, 0),
+            None => {}
+        }
     }
 
-    /// Handles one message from the connection `connection_id` of participant `sid`.
-    pub fn handle(self: &Arc<Self>, sid: &str, connection_id: u64, message: ClientMessage) {
-        let mut state = self.state.lock();
-        let Some(session) = state.session.as_mut() else {
+    /// Hands one message from participant `sid`'s connection `epoch` to the room.
+    pub async fn handle(
+        self: &Arc<Self>,
+        sid: &str,
+        epoch: u64,
+        message: ClientMessage,
+        frames: &mpsc::Sender<Utf8Bytes>,
+    ) {
+        let id = message.request_id();
+        // Kept to answer from this node's copy if Redis cannot be reached.
+        let read = match (&message, &self.node.cluster) {
+            (ClientMessage::Get { keys, .. }, Some(_)) => Some(keys.clone()),
+            _ => None,
+        };
+        let command = Command::Client {
+            sid: sid.to_string(),
+            epoch,
+            message,
+        };
+        let Err(Unavailable(problem)) = self.submit(command, None).await else {
             return;
+        };
+        let Some(id) = id else {
+            return; // `leave`: the connection closes anyway, and the participant departs.
+        };
+        let stale = read.and_then(|keys| {
+            validate_keys(&keys, self.limits()).ok()?;
+            let state = self.state.lock();
+            state.session.as_ref().map(|session| session.entries(&keys))
+        });
+        let reply = match stale {
+            Some(entries) => Reply {
+                id,
+                outcome: Outcome::Ok(ReplyBody::Entries(entries)),
+                stale: true,
+            },
+            None => Reply {
+                id,
+                outcome: Outcome::Error(ErrorBody::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "the room's shared state cannot be reached, nothing was changed: {problem}"
+                    ),
+                )),
+                stale: false,
+            },
+        };
+        self.node.metrics.error(ErrorCode::Unavailable.as_str());
+        // A reply the client may wait for: worth a slow consumer's queue slot.
+        let _ = frames.try_send(frame(&ServerMessage::Reply(reply)));
+    }
+
+    /// Applies a client's message. Returns whether it ended the session.
+    fn apply_client(
+        self: &Arc<Self>,
+        state: &mut RoomState,
+        applying: &Applying,
+        sid: &str,
+        epoch: u64,
+        message: ClientMessage,
+    ) -> bool {
+        let Some(session) = state.session.as_mut() else {
+            return false;
         };
         let Some(participant) = session.participants.get_mut(sid) else {
-            return;
+            return false;
         };
-        let Some(connection) = participant
-            .connection
-            .clone()
-            .filter(|connection| connection.id == connection_id)
-        else {
-            return; // A connection that was replaced; its frames no longer count.
-        };
+        if participant.epoch != epoch {
+            return false; // From a connection that was replaced; it no longer counts.
+        }
+        let connection = participant.connection.clone();
         let Some(id) = message.request_id() else {
             // `leave`
-            self.remove_participant(session, sid);
-            connection.close(CloseReason::Left, "left the room");
-            self.end_session_if_empty(&mut state);
-            return;
+            self.remove_participant(applying, session, sid);
+            if let Some(connection) = connection {
+                connection.close(CloseReason::Left, "left the room");
+            }
+            return self.end_session_if_empty(applying, state);
         };
         if id <= participant.last_request_id {
             let rejected = ServerMessage::Rejected {
@@ -415,18 +1131,26 @@ impl Room {
                     ),
                 ),
             };
-            connection.send(&frame(&rejected));
-            return;
+            if let Some(connection) = connection {
+                connection.send(&frame(&rejected));
+            }
+            return false;
         }
         participant.last_request_id = id;
-        let outcome = match self.apply(session, sid, message) {
+        let outcome = match self.apply_request(applying, session, sid, message) {
             Ok(body) => Outcome::Ok(body),
             Err(error) => {
-                self.node.metrics.error(error.code.as_str());
+                if applying.origin {
+                    self.node.metrics.error(error.code.as_str());
+                }
                 Outcome::Error(error)
             }
         };
-        let reply = frame(&ServerMessage::Reply(Reply { id, outcome }));
+        let reply = frame(&ServerMessage::Reply(Reply {
+            id,
+            outcome,
+            stale: false,
+        }));
         let after_seq = session.seq;
         let participant = session
             .participants
@@ -440,13 +1164,17 @@ impl Room {
         if participant.replies.len() > REPLY_CACHE {
             participant.replies.pop_front();
         }
-        if !connection.send(&reply) {
-            self.cut_slow_consumer(session, sid);
+        if let Some(connection) = &participant.connection {
+            if !connection.send(&reply) {
+                self.cut_slow_consumer(session, sid);
+            }
         }
+        false
     }
 
-    fn apply(
+    fn apply_request(
         self: &Arc<Self>,
+        applying: &Applying,
         session: &mut Session,
         sid: &str,
         message: ClientMessage,
@@ -459,10 +1187,10 @@ impl Room {
                 value,
                 if_version,
                 ..
-            } => self.write(session, sid, &key, Some(value), if_version),
+            } => self.write(applying, session, sid, &key, Some(value), if_version),
             ClientMessage::Delete {
                 key, if_version, ..
-            } => self.write(session, sid, &key, None, if_version),
+            } => self.write(applying, session, sid, &key, None, if_version),
             ClientMessage::Get { keys, .. } => {
                 validate_keys(&keys, &limits)?;
                 Ok(ReplyBody::Entries(session.entries(&keys)))
@@ -523,6 +1251,7 @@ impl Room {
 
     fn write(
         self: &Arc<Self>,
+        applying: &Applying,
         session: &mut Session,
         sid: &str,
         key: &str,
@@ -537,13 +1266,14 @@ impl Room {
             ));
         }
         let author = participant.info.identity.clone();
-        self.write_as(session, &author, key, value, if_version)
+        self.write_as(applying, session, &author, key, value, if_version)
             .map(ReplyBody::Entry)
     }
 
     /// Applies a store write by `author` and tells the key's observers.
     fn write_as(
         self: &Arc<Self>,
+        applying: &Applying,
         session: &mut Session,
         author: &str,
         key: &str,
@@ -557,13 +1287,15 @@ impl Room {
             value,
             if_version,
             author,
-            at: now_millis(),
+            at: applying.at,
             seq,
         };
         match session.store.write(change, &limits)? {
             Some(written) => {
                 session.seq = seq;
-                self.node.metrics.store_writes.inc();
+                if applying.origin {
+                    self.node.metrics.store_writes.inc();
+                }
                 self.emit(
                     session,
                     &ServerMessage::StoreChanged(written.clone()),
@@ -602,7 +1334,7 @@ impl Room {
         info
     }
 
-    /// Queues `message` to its audience and keeps it for replay.
+    /// Queues `message` to its audience on this node and keeps it for replay.
     fn emit(self: &Arc<Self>, session: &mut Session, message: &ServerMessage, audience: Audience) {
         let seq = message.seq().expect("only events are emitted");
         debug_assert_eq!(seq, session.seq, "events are emitted in sequence order");
@@ -647,44 +1379,53 @@ impl Room {
     fn detach(self: &Arc<Self>, session: &mut Session, sid: &str) -> Option<Connection> {
         let participant = session.participants.get_mut(sid)?;
         let connection = participant.connection.take()?;
-        participant.departure += 1;
-        let departure = participant.departure;
+        self.start_grace(sid, participant.epoch);
+        Some(connection)
+    }
+
+    /// After the grace period, tells the room that `sid`'s connection `epoch` is gone
+    /// for good, unless the participant resumed meanwhile.
+    fn start_grace(self: &Arc<Self>, sid: &str, epoch: u64) {
         let room = Arc::clone(self);
         let sid = sid.to_string();
         let grace = self.config().reconnect_grace();
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
-            room.depart_if_still_gone(&sid, departure);
+            loop {
+                let still_gone = {
+                    let state = room.state.lock();
+                    state.session.as_ref().is_some_and(|session| {
+                        session.participants.get(&sid).is_some_and(|participant| {
+                            participant.epoch == epoch
+                                && participant.connection.is_none()
+                                && participant.node == room.node.id
+                        })
+                    })
+                };
+                if !still_gone {
+                    return;
+                }
+                let depart = Command::Depart {
+                    sid: sid.clone(),
+                    epoch,
+                };
+                if room.submit(depart, None).await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         });
-        Some(connection)
     }
 
-    fn depart_if_still_gone(self: &Arc<Self>, sid: &str, departure: u64) {
+    /// Called when connection `epoch` of `sid` ended.
+    pub fn connection_closed(self: &Arc<Self>, sid: &str, epoch: u64) {
         let mut state = self.state.lock();
         let Some(session) = state.session.as_mut() else {
             return;
         };
-        let gone = session.participants.get(sid).is_some_and(|participant| {
-            participant.connection.is_none() && participant.departure == departure
+        let current = session.participants.get(sid).is_some_and(|participant| {
+            participant.epoch == epoch && participant.connection.is_some()
         });
-        if gone {
-            tracing::debug!(room = %self.name, %sid, "did not resume within the grace period");
-            self.remove_participant(session, sid);
-            self.end_session_if_empty(&mut state);
-        }
-    }
-
-    /// Called when connection `connection_id` of `sid` ended.
-    pub fn connection_closed(self: &Arc<Self>, sid: &str, connection_id: u64) {
-        let mut state = self.state.lock();
-        let Some(session) = state.session.as_mut() else {
-            return;
-        };
-        let current = session
-            .participants
-            .get(sid)
-            .and_then(|participant| participant.connection.as_ref())
-            .is_some_and(|connection| connection.id == connection_id);
         if current {
             self.detach(session, sid);
         }
@@ -693,6 +1434,7 @@ impl Room {
     /// Removes a participant, tells the others, and returns its connection.
     fn remove_participant(
         self: &Arc<Self>,
+        applying: &Applying,
         session: &mut Session,
         sid: &str,
     ) -> Option<Connection> {
@@ -708,14 +1450,19 @@ impl Room {
                 },
                 Audience::Everyone,
             );
-            self.webhook("participant_left", session, Some(&participant.info));
+            self.webhook(
+                applying,
+                "participant_left",
+                session,
+                Some(&participant.info),
+            );
         }
         participant.connection
     }
 
     /// Ends the session once nobody is left, or only hidden participants are (after
     /// someone else was there): the store goes with it, and hidden participants are told.
-    fn end_session_if_empty(self: &Arc<Self>, state: &mut RoomState) {
+    fn end_session_if_empty(self: &Arc<Self>, applying: &Applying, state: &mut RoomState) -> bool {
         let over = state.session.as_ref().is_some_and(|session| {
             let visible = session
                 .participants
@@ -723,35 +1470,47 @@ impl Room {
                 .any(|participant| !participant.info.permission.hidden);
             session.participants.is_empty() || (session.announced && !visible)
         });
-        if over {
-            let session = state.session.take().expect("checked");
-            tracing::info!(room = %self.name, session = %session.id, keys = session.store.len(), "session ended");
-            for participant in session.participants.values() {
-                if let Some(connection) = &participant.connection {
-                    connection.close(
-                        CloseReason::SessionEnded,
-                        "the session ended: everyone left",
-                    );
+        if !over {
+            return false;
+        }
+        let session = state.session.take().expect("checked");
+        tracing::info!(room = %self.name, session = %session.id, keys = session.store.len(), "session ended");
+        for participant in session.participants.values() {
+            if let Some(connection) = &participant.connection {
+                connection.close(
+                    CloseReason::SessionEnded,
+                    "the session ended: everyone left",
+                );
+            }
+        }
+        self.node.metrics.rooms.dec();
+        if session.announced {
+            if applying.origin {
+                self.node.metrics.sessions_ended.inc();
+                if let Some(cluster) = &self.node.cluster {
+                    cluster.index(&self.name, false);
                 }
             }
-            self.node.metrics.rooms.dec();
-            if session.announced {
-                self.node.metrics.sessions_ended.inc();
-                self.webhook("room_finished", &session, None);
-            }
-            state.removed = true;
-            let room = Arc::clone(self);
-            // Not under this room's lock: the registry's lock comes first.
-            tokio::spawn(async move { room.unregister() });
+            self.webhook(applying, "room_finished", &session, None);
         }
+        true
     }
 }
 
+/// A joining connection's part of an `Admit` entry.
+struct Joining {
+    claims: Box<Claims>,
+    resume: Option<ResumeRequest>,
+    sid: String,
+    resume_token: String,
+    session_id: String,
+}
+
 impl Session {
-    fn new() -> Self {
+    fn new(id: String, started_at: Millis) -> Self {
         Session {
-            id: format!("SE_{}", random_id()),
-            started_at: now_millis(),
+            id,
+            started_at,
             announced: false,
             seq: 0,
             store: Store::default(),
@@ -795,7 +1554,7 @@ impl Session {
             .filter(|(sid, participant)| *sid != except && !participant.info.permission.hidden)
             .map(|(_, participant)| participant.info.clone())
             .collect();
-        participants.sort_by_key(|info| info.joined_at);
+        participants.sort_by(|a, b| (a.joined_at, &a.sid).cmp(&(b.joined_at, &b.sid)));
         participants
     }
 
@@ -813,28 +1572,20 @@ impl Session {
         }
     }
 
-    /// Resumes `request.sid` on `connection` if it is still here and the token matches;
-    /// returns the frames to send first.
-    fn resume(
-        &mut self,
-        request: &ResumeRequest,
-        claims: &Claims,
-        connection: Connection,
-    ) -> Option<Vec<Utf8Bytes>> {
-        if request.session_id != self.id {
-            return None;
-        }
-        let participant = self.participants.get_mut(&request.sid)?;
-        if participant.resume_token != request.token || participant.info.identity != claims.sub {
-            return None;
-        }
-        if let Some(old) = participant.connection.replace(connection) {
-            old.close(
-                CloseReason::DuplicateIdentity,
-                "replaced by a resumed connection",
-            );
-        }
-        participant.departure += 1;
+    /// Whether `request` names a participant of this session, with its token.
+    fn may_resume(&self, request: &ResumeRequest, claims: &Claims) -> bool {
+        request.session_id == self.id
+            && self
+                .participants
+                .get(&request.sid)
+                .is_some_and(|participant| {
+                    participant.resume_token == request.token
+                        && participant.info.identity == claims.sub
+                })
+    }
+
+    /// The frames a resumed connection gets first: what it missed, or a snapshot.
+    fn resume_frames(&self, request: &ResumeRequest) -> Vec<Utf8Bytes> {
         let participant = &self.participants[&request.sid];
         let replies: Vec<&CachedReply> = participant
             .replies
@@ -886,12 +1637,13 @@ impl Session {
             frames.push(frame(&ServerMessage::Resumed(info)));
             frames.extend(replies.into_iter().map(|reply| reply.frame.clone()));
         }
-        Some(frames)
+        frames
     }
 }
 
 impl Participant {
-    fn new(claims: &Claims, connection: Connection) -> Self {
+    fn new(joining: &Joining, node: &str, at: Millis) -> Self {
+        let claims = &joining.claims;
         let permission = ParticipantPermission {
             can_update_metadata: claims.can_update_own_metadata(),
             can_write_store: claims.can_write_store(),
@@ -899,7 +1651,7 @@ impl Participant {
         };
         Participant {
             info: ParticipantInfo {
-                sid: format!("PA_{}", random_id()),
+                sid: joining.sid.clone(),
                 identity: claims.sub.clone(),
                 name: claims.name.clone(),
                 metadata: claims.metadata.clone(),
@@ -910,13 +1662,14 @@ impl Participant {
                     .map(|(key, value)| (key.clone(), value.clone()))
                     .collect(),
                 version: 1,
-                joined_at: now_millis(),
+                joined_at: at,
                 permission,
             },
-            claims: claims.clone(),
-            resume_token: format!("{:032x}", rand::random::<u128>()),
-            connection: Some(connection),
-            departure: 0,
+            claims: (**claims).clone(),
+            resume_token: joining.resume_token.clone(),
+            node: node.to_string(),
+            epoch: 0,
+            connection: None,
             observed: Observed::default(),
             last_request_id: 0,
             replies: VecDeque::new(),
@@ -1014,134 +1767,141 @@ pub fn now_millis() -> u64 {
 }
 
 /// The server API's operations: what a backend may do to a room without being in it.
+/// On any node of a cluster: the node loads the room for the call.
 impl Rooms {
-    /// Runs `operation` on `room`'s session, if it has one.
-    fn with_session<R>(
+    /// Runs `read` on `room`'s session. In a cluster whose Redis cannot be reached, a
+    /// room this node holds is read anyway, and the second value says it may be stale.
+    async fn read<R>(
         &self,
         room: &str,
-        operation: impl FnOnce(&Arc<Room>, &mut RoomState) -> Result<R, AdminError>,
-    ) -> Result<R, AdminError> {
-        let found = self.rooms.lock().get(room).cloned();
-        let Some(found) = found else {
-            return Err(AdminError::NoSuchRoom(room.to_string()));
+        read: impl FnOnce(&Session) -> Result<R, AdminError>,
+    ) -> Result<(R, bool), AdminError> {
+        let (found, stale, _in_use) = match self.open(room).await {
+            Ok(opened) => (opened.room.clone(), false, Some(opened)),
+            Err(unavailable) => match self.rooms.lock().get(room) {
+                Some(found) if found.state.lock().loaded => (found.clone(), true, None),
+                _ => return Err(unavailable.into()),
+            },
         };
-        let mut state = found.state.lock();
-        if state.session.is_none() {
+        let state = found.state.lock();
+        let session = state
+            .session
+            .as_ref()
+            .ok_or_else(|| AdminError::NoSuchRoom(room.to_string()))?;
+        read(session).map(|value| (value, stale))
+    }
+
+    /// Appends a server API change to `room`'s log and waits for its outcome.
+    async fn change(&self, room: &str, command: Command) -> Result<AdminOutcome, AdminError> {
+        let found = self.open(room).await?;
+        if found.state.lock().session.is_none() {
             return Err(AdminError::NoSuchRoom(room.to_string()));
         }
-        operation(&found, &mut state)
+        let (answer, outcome) = oneshot::channel();
+        found.submit(command, Some(Pending::Admin(answer))).await?;
+        match tokio::time::timeout(self.wait_limit(), outcome).await {
+            Ok(Ok(outcome)) => outcome,
+            _ => Err(AdminError::Unavailable(
+                "the change was stored but this node could not read it back in time".into(),
+            )),
+        }
     }
 
-    pub fn list(&self, names: &[String]) -> Vec<RoomSummary> {
-        let rooms: Vec<Arc<Room>> = self.rooms.lock().values().cloned().collect();
-        let mut listed: Vec<RoomSummary> = rooms
-            .iter()
-            .filter(|room| names.is_empty() || names.contains(&room.name))
-            .filter_map(|room| {
-                let state = room.state.lock();
-                state
-                    .session
-                    .as_ref()
-                    .map(|session| session.summary(&room.name))
-            })
-            .collect();
+    pub async fn list(&self, names: &[String]) -> Result<Vec<RoomSummary>, AdminError> {
+        let candidates: Vec<String> = match &self.node.cluster {
+            Some(cluster) => cluster.room_names().await?,
+            None => self.rooms.lock().keys().cloned().collect(),
+        };
+        let mut listed = Vec::new();
+        for name in candidates {
+            if !names.is_empty() && !names.contains(&name) {
+                continue;
+            }
+            match self.read(&name, |session| Ok(session.summary(&name))).await {
+                Ok((summary, _)) => listed.push(summary),
+                Err(AdminError::NoSuchRoom(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
         listed.sort_by(|a, b| a.name.cmp(&b.name));
-        listed
+        Ok(listed)
     }
 
-    pub fn participants(&self, room: &str) -> Result<Vec<ParticipantInfo>, AdminError> {
-        self.with_session(room, |_, state| {
-            let session = state.session.as_ref().expect("checked");
+    pub async fn participants(&self, room: &str) -> Result<Vec<ParticipantInfo>, AdminError> {
+        self.read(room, |session| {
             let mut all: Vec<ParticipantInfo> = session
                 .participants
                 .values()
                 .map(|participant| participant.info.clone())
                 .collect();
-            all.sort_by_key(|info| info.joined_at);
+            all.sort_by(|a, b| (a.joined_at, &a.sid).cmp(&(b.joined_at, &b.sid)));
             Ok(all)
         })
+        .await
+        .map(|(all, _)| all)
     }
 
-    pub fn participant(&self, room: &str, identity: &str) -> Result<ParticipantInfo, AdminError> {
-        self.with_session(room, |_, state| {
-            let session = state.session.as_ref().expect("checked");
+    pub async fn participant(
+        &self,
+        room: &str,
+        identity: &str,
+    ) -> Result<ParticipantInfo, AdminError> {
+        self.read(room, |session| {
             let sid = session.participant_by_identity(identity)?;
             Ok(session.participants[&sid].info.clone())
         })
+        .await
+        .map(|(info, _)| info)
     }
 
-    pub fn update_participant(
+    pub async fn update_participant(
         &self,
         room: &str,
         identity: &str,
         change: ParticipantChange,
     ) -> Result<ParticipantInfo, AdminError> {
-        self.with_session(room, |room, state| {
-            let session = state.session.as_mut().expect("checked");
-            let sid = session.participant_by_identity(identity)?;
-            let mut info = session.participants[&sid].info.clone();
-            apply_participant_update(
-                &mut info,
-                change.attributes,
-                change.metadata,
-                change.name,
-                room.limits(),
-            )
-            .map_err(AdminError::Refused)?;
-            if let Some(allowed) = change.can_update_metadata {
-                info.permission.can_update_metadata = allowed;
-            }
-            Ok(room.update_participant(session, &sid, info))
-        })
+        let command = Command::UpdateParticipant {
+            identity: identity.to_string(),
+            change,
+        };
+        match self.change(room, command).await? {
+            AdminOutcome::Participant(info) => Ok(info),
+            _ => unreachable!("an update answers with the participant"),
+        }
     }
 
-    pub fn remove_participant(&self, room: &str, identity: &str) -> Result<(), AdminError> {
-        self.with_session(room, |room, state| {
-            let session = state.session.as_mut().expect("checked");
-            let sid = session.participant_by_identity(identity)?;
-            if let Some(connection) = room.remove_participant(session, &sid) {
-                connection.close(CloseReason::Removed, "removed by the server API");
-            }
-            room.end_session_if_empty(state);
-            Ok(())
-        })
+    pub async fn remove_participant(&self, room: &str, identity: &str) -> Result<(), AdminError> {
+        let command = Command::RemoveParticipant {
+            identity: identity.to_string(),
+        };
+        self.change(room, command).await.map(|_| ())
     }
 
-    pub fn set_room_metadata(
+    pub async fn set_room_metadata(
         &self,
         room: &str,
         metadata: String,
     ) -> Result<RoomSummary, AdminError> {
-        self.with_session(room, |room, state| {
-            let limit = room.limits().metadata_bytes;
-            if metadata.len() > limit {
-                return Err(AdminError::Refused(ErrorBody::limit(
-                    Limit::MetadataBytes,
-                    limit,
-                    metadata.len(),
-                )));
-            }
-            let session = state.session.as_mut().expect("checked");
-            session.metadata = metadata.clone();
-            let seq = session.next_seq();
-            room.emit(
-                session,
-                &ServerMessage::RoomMetadataChanged { seq, metadata },
-                Audience::Everyone,
-            );
-            Ok(session.summary(&room.name))
-        })
+        match self
+            .change(room, Command::SetRoomMetadata { metadata })
+            .await?
+        {
+            AdminOutcome::Room(summary) => Ok(summary),
+            _ => unreachable!("room metadata answers with the room"),
+        }
     }
 
-    pub fn store_entries(&self, room: &str, keys: &[String]) -> Result<Vec<Entry>, AdminError> {
-        self.with_session(room, |_, state| {
-            let session = state.session.as_ref().expect("checked");
-            Ok(session.entries(keys))
-        })
+    /// The entries for `keys`; the flag says they may be stale (Redis unreachable).
+    pub async fn store_entries(
+        &self,
+        room: &str,
+        keys: &[String],
+    ) -> Result<(Vec<Entry>, bool), AdminError> {
+        self.read(room, |session| Ok(session.entries(keys))).await
     }
 
     /// A store write by the server API: `author` names the caller.
-    pub fn store_write(
+    pub async fn store_write(
         &self,
         room: &str,
         author: &str,
@@ -1149,10 +1909,15 @@ impl Rooms {
         value: Option<serde_json::Value>,
         if_version: Option<u64>,
     ) -> Result<Entry, AdminError> {
-        self.with_session(room, |room, state| {
-            let session = state.session.as_mut().expect("checked");
-            room.write_as(session, author, key, value, if_version)
-                .map_err(AdminError::Refused)
-        })
+        let command = Command::StoreWrite {
+            author: author.to_string(),
+            key: key.to_string(),
+            value,
+            if_version,
+        };
+        match self.change(room, command).await? {
+            AdminOutcome::Entry(entry) => Ok(entry),
+            _ => unreachable!("a write answers with the entry"),
+        }
     }
 }

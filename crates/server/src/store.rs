@@ -4,16 +4,17 @@
 use std::collections::HashMap;
 
 use roomstate_protocol::{Entry, ErrorBody, ErrorCode, Limit, Limits, Millis, Seq, WILDCARD_KEY};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Store {
     entries: HashMap<String, Stored>,
     /// Sum of key and serialized value lengths over all entries.
     total_bytes: usize,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Stored {
     value: Value,
     value_bytes: usize,

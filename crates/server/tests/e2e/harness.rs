@@ -23,10 +23,26 @@ pub const SECRET: &str = "testsecret";
 /// How long a test waits for something that should happen at once before it fails.
 pub const PATIENCE: Duration = Duration::from_secs(15);
 
+/// The server under test: one node, or (with `ROOMSTATE_TEST_NODES=3`, or
+/// [`TestServer::cluster`]) several nodes sharing rooms through a real `redis-server`.
+/// `url()` hands out the nodes in turn, so the clients of one test spread over them.
 pub struct TestServer {
-    child: Child,
+    nodes: Vec<Option<Child>>,
+    addrs: Vec<SocketAddr>,
+    /// The first node.
     pub addr: SocketAddr,
+    next: std::sync::atomic::AtomicUsize,
+    pub redis: Option<RedisServer>,
+    config: std::path::PathBuf,
     _dir: tempfile::TempDir,
+}
+
+/// How many nodes `TestServer::start` runs: `ROOMSTATE_TEST_NODES`, 1 by default.
+pub fn suite_nodes() -> usize {
+    std::env::var("ROOMSTATE_TEST_NODES")
+        .ok()
+        .and_then(|nodes| nodes.parse().ok())
+        .unwrap_or(1)
 }
 
 impl TestServer {
@@ -34,18 +50,59 @@ impl TestServer {
         Self::with_config("")
     }
 
-    /// Starts a server with extra TOML config lines.
+    /// Starts the suite's topology with extra TOML config lines.
     pub fn with_config(extra: &str) -> Self {
+        Self::cluster(suite_nodes(), extra)
+    }
+
+    /// Starts `nodes` nodes: one holds rooms in memory; more share a new redis-server.
+    pub fn cluster(nodes: usize, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let redis = (nodes > 1).then(|| RedisServer::start(dir.path()));
+        Self::nodes(nodes, extra, redis, dir)
+    }
+
+    /// Starts `nodes` nodes on `redis`.
+    pub fn cluster_on(nodes: usize, extra: &str, redis: RedisServer) -> Self {
+        Self::nodes(nodes, extra, Some(redis), tempfile::tempdir().unwrap())
+    }
+
+    fn nodes(
+        nodes: usize,
+        extra: &str,
+        redis: Option<RedisServer>,
+        dir: tempfile::TempDir,
+    ) -> Self {
         let config = dir.path().join("roomstate.toml");
-        std::fs::write(
-            &config,
-            format!("bind = \"127.0.0.1:0\"\n{extra}\n[keys]\n{KEY} = \"{SECRET}\"\n"),
-        )
-        .unwrap();
+        let mut text = format!("bind = \"127.0.0.1:0\"\n{extra}\n[keys]\n{KEY} = \"{SECRET}\"\n");
+        if let Some(redis) = &redis {
+            text.push_str(&format!(
+                "[redis]\nurl = \"{}\"\nheartbeat_ms = 200\nnode_timeout_ms = 1500\ntimeout_ms = 500\n",
+                redis.url()
+            ));
+        }
+        std::fs::write(&config, text).unwrap();
+        let mut server = TestServer {
+            nodes: Vec::new(),
+            addrs: Vec::new(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            next: Default::default(),
+            redis,
+            config,
+            _dir: dir,
+        };
+        for _ in 0..nodes {
+            server.add_node();
+        }
+        server.addr = server.addrs[0];
+        server
+    }
+
+    /// Starts one more node with the same config; returns its index.
+    pub fn add_node(&mut self) -> usize {
         let mut child = Command::new(env!("CARGO_BIN_EXE_roomstate"))
             .args(["serve", "--config"])
-            .arg(&config)
+            .arg(&self.config)
             .env("ROOMSTATE_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -61,26 +118,134 @@ impl TestServer {
             .unwrap_or_else(|| panic!("unexpected first line from the server: {line:?}"))
             .parse()
             .unwrap();
-        TestServer {
-            child,
-            addr,
-            _dir: dir,
-        }
+        self.nodes.push(Some(child));
+        self.addrs.push(addr);
+        self.addrs.len() - 1
     }
 
+    pub fn node_count(&self) -> usize {
+        self.addrs.len()
+    }
+
+    /// The next node's WebSocket URL, in turn.
     pub fn url(&self) -> String {
-        format!("ws://{}", self.addr)
+        format!("ws://{}", self.next_addr())
     }
 
+    /// The next node's HTTP URL, in turn (the server API works from any node).
     pub fn http_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.next_addr())
+    }
+
+    fn next_addr(&self) -> SocketAddr {
+        let next = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.addrs[next % self.addrs.len()]
+    }
+
+    pub fn node_url(&self, node: usize) -> String {
+        format!("ws://{}", self.addrs[node])
+    }
+
+    pub fn node_http_url(&self, node: usize) -> String {
+        format!("http://{}", self.addrs[node])
+    }
+
+    /// Kills node `node` with SIGKILL: no goodbye, no cleanup.
+    pub fn kill_node(&mut self, node: usize) {
+        if let Some(mut child) = self.nodes[node].take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
     }
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in self.nodes.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A real `redis-server` on a free port, with nothing saved to disk.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: std::path::PathBuf,
+    durable: bool,
+}
+
+impl RedisServer {
+    pub fn start(dir: &std::path::Path) -> Self {
+        Self::start_with(dir, false)
+    }
+
+    /// Writes everything to its append-only file before answering (`appendfsync
+    /// always`), as a production Redis that must not lose acknowledged data does.
+    pub fn start_durable(dir: &std::path::Path) -> Self {
+        Self::start_with(dir, true)
+    }
+
+    fn start_with(dir: &std::path::Path, durable: bool) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = RedisServer {
+            child: None,
+            port,
+            dir: dir.to_path_buf(),
+            durable,
+        };
+        redis.resume();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Stops it (SIGKILL): every connection to it drops, and the data is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it (again) on the same port.
+    pub fn resume(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(if self.durable {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "no"]
+            })
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test.sh installs it)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

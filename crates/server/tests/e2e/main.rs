@@ -5,6 +5,7 @@ mod harness;
 
 mod auth_and_limits;
 mod cli;
+mod cluster;
 mod participants;
 mod server_api;
 mod sessions;

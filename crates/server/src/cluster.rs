@@ -1,0 +1,584 @@
+//! Many nodes on one Redis: each room's log, its snapshots, its fan-out, and which
+//! nodes are alive.
+//!
+//! Per room, Redis holds a counter, a stream (the log) and the latest snapshot, under
+//! keys that share a hash tag. One Lua script appends: it numbers the entry from the
+//! counter, adds it to the stream and publishes it, atomically, so Redis decides the
+//! one order every node applies. Nodes subscribe to the rooms they hold; a number that
+//! skips ahead means entries were missed, and the node reads them from the stream
+//! before applying more. Nodes heartbeat with expiring keys; a node whose key expired
+//! is taken for dead, and the rooms it had participants in are told so.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::AsyncCommands;
+use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::command::LogEntry;
+
+/// How to reach the cluster's Redis, and how quickly to give up on it and on dead nodes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://host:port/db`
+    pub url: String,
+    /// This node's name; random when unset. Must be unique in the cluster.
+    pub node_id: Option<String>,
+    /// Prefix of every Redis key and channel, so clusters can share a Redis.
+    pub prefix: String,
+    /// How often the node refreshes its heartbeat and looks for dead nodes.
+    pub heartbeat_ms: u64,
+    /// A node whose heartbeat is this old is dead: its participants are removed.
+    pub node_timeout_ms: u64,
+    /// How long a Redis command may take before the node answers "unavailable".
+    pub timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            url: String::new(),
+            node_id: None,
+            prefix: "roomstate".into(),
+            heartbeat_ms: 1_000,
+            node_timeout_ms: 5_000,
+            timeout_ms: 1_000,
+        }
+    }
+}
+
+/// Redis could not be reached (or did not answer in time): nothing was stored.
+#[derive(Debug, Clone)]
+pub struct Unavailable(pub String);
+
+impl From<redis::RedisError> for Unavailable {
+    fn from(error: redis::RedisError) -> Self {
+        Unavailable(format!("redis: {error}"))
+    }
+}
+
+/// Where an entry is in a room's log: its number (1, 2, ...) and its stream id.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Position {
+    pub n: u64,
+    pub id: String,
+}
+
+/// What the cluster hands to the node's rooms.
+pub enum Delivery {
+    /// An entry appended to a room this node subscribed to.
+    Entry {
+        room: String,
+        position: Position,
+        entry: Box<LogEntry>,
+    },
+    /// The subscription connection came back: anything may have been missed.
+    Resubscribed,
+    /// `node` is dead and had participants in `room`.
+    NodeGone { node: String, room: String },
+}
+
+enum Subscription {
+    Add(String, oneshot::Sender<Result<(), Unavailable>>),
+    Remove(String),
+}
+
+/// Appends: numbers the entry, stores it, publishes it. KEYS: counter, stream.
+/// ARGV: entry, channel. Returns {n, stream id}.
+const APPEND: &str = r"
+local n = redis.call('INCR', KEYS[1])
+local id = redis.call('XADD', KEYS[2], '*', 'n', n, 'e', ARGV[1])
+redis.call('PUBLISH', ARGV[2], n .. ' ' .. id .. ' ' .. ARGV[1])
+return {n, id}
+";
+
+/// Saves a snapshot unless a newer one is there, then drops the log before it.
+/// KEYS: snapshot, stream. ARGV: n, stream id, snapshot.
+const SAVE_SNAPSHOT: &str = r"
+local current = redis.call('HGET', KEYS[1], 'n')
+if current and tonumber(current) >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'n', ARGV[1], 'id', ARGV[2], 's', ARGV[3])
+redis.call('XTRIM', KEYS[2], 'MINID', ARGV[2])
+return 1
+";
+
+pub struct Cluster {
+    node_id: String,
+    config: ClusterConfig,
+    commands: ConnectionManager,
+    append: redis::Script,
+    save_snapshot: redis::Script,
+    subscriptions: mpsc::UnboundedSender<Subscription>,
+    index: mpsc::UnboundedSender<(String, bool)>,
+}
+
+impl Cluster {
+    /// Connects, announces this node and starts its heartbeat and subscription tasks.
+    pub async fn connect(
+        config: ClusterConfig,
+        node_id: String,
+        deliveries: mpsc::UnboundedSender<Delivery>,
+    ) -> Result<Arc<Cluster>, Unavailable> {
+        let client = redis::Client::open(config.url.as_str())?;
+        let timeout = Duration::from_millis(config.timeout_ms);
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let commands = ConnectionManager::new_with_config(client.clone(), manager_config).await?;
+        let (subscriptions, subscription_changes) = mpsc::unbounded_channel();
+        let (index, index_changes) = mpsc::unbounded_channel();
+        let cluster = Arc::new(Cluster {
+            node_id,
+            config,
+            commands,
+            append: redis::Script::new(APPEND),
+            save_snapshot: redis::Script::new(SAVE_SNAPSHOT),
+            subscriptions,
+            index,
+        });
+        cluster.heartbeat().await?;
+        tokio::spawn(subscriber(
+            client,
+            cluster.channel_prefix(),
+            subscription_changes,
+            deliveries.clone(),
+        ));
+        tokio::spawn(keep_index(Arc::downgrade(&cluster), index_changes));
+        tokio::spawn(keep_alive(Arc::downgrade(&cluster), deliveries));
+        Ok(cluster)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.config.timeout_ms)
+    }
+
+    fn key(&self, room: &str, what: &str) -> String {
+        format!("{}:{{room:{room}}}:{what}", self.config.prefix)
+    }
+
+    fn channel_prefix(&self) -> String {
+        format!("{}:room:", self.config.prefix)
+    }
+
+    fn node_key(&self, node: &str) -> String {
+        format!("{}:node:{node}", self.config.prefix)
+    }
+
+    fn node_rooms_key(&self, node: &str) -> String {
+        format!("{}:node:{node}:rooms", self.config.prefix)
+    }
+
+    fn nodes_key(&self) -> String {
+        format!("{}:nodes", self.config.prefix)
+    }
+
+    fn rooms_key(&self) -> String {
+        format!("{}:rooms", self.config.prefix)
+    }
+
+    /// Runs a Redis call with the node's timeout.
+    async fn run<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, Unavailable> {
+        match tokio::time::timeout(self.timeout(), call).await {
+            Ok(result) => result.map_err(Unavailable::from),
+            Err(_) => Err(Unavailable(format!(
+                "redis did not answer within {} ms",
+                self.config.timeout_ms
+            ))),
+        }
+    }
+
+    /// Appends `entry` to `room`'s log; `Ok` once Redis stored it.
+    pub async fn append(&self, room: &str, entry: &LogEntry) -> Result<Position, Unavailable> {
+        let text = serde_json::to_string(entry).expect("log entries serialize");
+        let mut connection = self.commands.clone();
+        let (n, id): (u64, String) = self
+            .run(
+                self.append
+                    .key(self.key(room, "n"))
+                    .key(self.key(room, "log"))
+                    .arg(&text)
+                    .arg(format!("{}{room}", self.channel_prefix()))
+                    .invoke_async(&mut connection),
+            )
+            .await?;
+        Ok(Position { n, id })
+    }
+
+    /// Up to `count` entries of `room`'s log after `after`.
+    pub async fn read_after(
+        &self,
+        room: &str,
+        after: &Position,
+        count: usize,
+    ) -> Result<Vec<(Position, LogEntry)>, Unavailable> {
+        let start = if after.id.is_empty() {
+            "-".to_string()
+        } else {
+            format!("({}", after.id)
+        };
+        let mut connection = self.commands.clone();
+        let raw: Vec<(String, Vec<String>)> = self
+            .run(
+                redis::cmd("XRANGE")
+                    .arg(self.key(room, "log"))
+                    .arg(start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(count)
+                    .query_async(&mut connection),
+            )
+            .await?;
+        raw.into_iter()
+            .map(|(id, fields)| parse_stream_entry(id, &fields))
+            .collect()
+    }
+
+    /// The latest snapshot of `room`: its position and the serialized room.
+    pub async fn load_snapshot(
+        &self,
+        room: &str,
+    ) -> Result<Option<(Position, String)>, Unavailable> {
+        let mut connection = self.commands.clone();
+        let (n, id, snapshot): (Option<u64>, Option<String>, Option<String>) = self
+            .run(
+                redis::cmd("HMGET")
+                    .arg(self.key(room, "snapshot"))
+                    .arg("n")
+                    .arg("id")
+                    .arg("s")
+                    .query_async(&mut connection),
+            )
+            .await?;
+        Ok(match (n, id, snapshot) {
+            (Some(n), Some(id), Some(snapshot)) => Some((Position { n, id }, snapshot)),
+            _ => None,
+        })
+    }
+
+    /// Saves a snapshot of `room` at `position` in the background; an older one than
+    /// Redis has is ignored. Losing one only means a longer log to read.
+    pub fn save_snapshot(self: &Arc<Self>, room: &str, position: Position, snapshot: String) {
+        let cluster = Arc::clone(self);
+        let room = room.to_string();
+        tokio::spawn(async move {
+            let mut connection = cluster.commands.clone();
+            let saved: Result<i64, _> = cluster
+                .run(
+                    cluster
+                        .save_snapshot
+                        .key(cluster.key(&room, "snapshot"))
+                        .key(cluster.key(&room, "log"))
+                        .arg(position.n)
+                        .arg(&position.id)
+                        .arg(&snapshot)
+                        .invoke_async(&mut connection),
+                )
+                .await;
+            if let Err(Unavailable(problem)) = saved {
+                tracing::warn!(%room, %problem, "snapshot not saved");
+            }
+        });
+    }
+
+    /// Subscribes to `room`'s entries; `Ok` once Redis confirmed.
+    pub async fn subscribe(&self, room: &str) -> Result<(), Unavailable> {
+        let (done, confirmed) = oneshot::channel();
+        self.subscriptions
+            .send(Subscription::Add(room.to_string(), done))
+            .map_err(|_| Unavailable("the subscription task stopped".into()))?;
+        match tokio::time::timeout(self.timeout(), confirmed).await {
+            Ok(Ok(result)) => result,
+            _ => Err(Unavailable("redis did not confirm the subscription".into())),
+        }
+    }
+
+    pub fn unsubscribe(&self, room: &str) {
+        let _ = self
+            .subscriptions
+            .send(Subscription::Remove(room.to_string()));
+    }
+
+    /// Records that this node has participants in `room`, for whoever finds it dead.
+    pub async fn host(&self, room: &str) -> Result<(), Unavailable> {
+        let mut connection = self.commands.clone();
+        let key = self.node_rooms_key(&self.node_id);
+        self.run(connection.sadd::<_, _, ()>(key, room)).await
+    }
+
+    /// Records that `room` has a session (or no longer has), for listing rooms.
+    /// Applied in the order given.
+    pub fn index(&self, room: &str, has_session: bool) {
+        let _ = self.index.send((room.to_string(), has_session));
+    }
+
+    /// Rooms with a session, on any node.
+    pub async fn room_names(&self) -> Result<Vec<String>, Unavailable> {
+        let mut connection = self.commands.clone();
+        self.run(connection.smembers(self.rooms_key())).await
+    }
+
+    async fn heartbeat(&self) -> Result<(), Unavailable> {
+        let mut connection = self.commands.clone();
+        self.run(
+            redis::pipe()
+                .cmd("SET")
+                .arg(self.node_key(&self.node_id))
+                .arg(crate::room::now_millis())
+                .arg("PX")
+                .arg(self.config.node_timeout_ms)
+                .ignore()
+                .sadd(self.nodes_key(), &self.node_id)
+                .ignore()
+                .query_async::<()>(&mut connection),
+        )
+        .await
+    }
+
+    /// Finds nodes whose heartbeat expired, and hands their rooms over to be cleared.
+    async fn reap(&self, deliveries: &mpsc::UnboundedSender<Delivery>) -> Result<(), Unavailable> {
+        let mut connection = self.commands.clone();
+        let nodes: Vec<String> = self.run(connection.smembers(self.nodes_key())).await?;
+        for node in nodes.into_iter().filter(|node| *node != self.node_id) {
+            let alive: bool = self.run(connection.exists(self.node_key(&node))).await?;
+            if alive {
+                continue;
+            }
+            // One node clears a dead one; if it dies too, the claim expires.
+            let claimed: Option<String> = self
+                .run(
+                    redis::cmd("SET")
+                        .arg(format!("{}:reaping:{node}", self.config.prefix))
+                        .arg(&self.node_id)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(self.config.node_timeout_ms)
+                        .query_async(&mut connection),
+                )
+                .await?;
+            if claimed.is_none() {
+                continue;
+            }
+            let rooms: Vec<String> = self
+                .run(connection.smembers(self.node_rooms_key(&node)))
+                .await?;
+            tracing::warn!(%node, rooms = rooms.len(), "node stopped heartbeating; removing its participants");
+            for room in rooms {
+                let _ = deliveries.send(Delivery::NodeGone {
+                    node: node.clone(),
+                    room,
+                });
+            }
+            self.run(
+                redis::pipe()
+                    .del(self.node_rooms_key(&node))
+                    .ignore()
+                    .srem(self.nodes_key(), &node)
+                    .ignore()
+                    .query_async::<()>(&mut connection),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+fn parse_stream_entry(id: String, fields: &[String]) -> Result<(Position, LogEntry), Unavailable> {
+    let field = |name: &str| {
+        fields
+            .chunks(2)
+            .find(|pair| pair.first().map(String::as_str) == Some(name))
+            .and_then(|pair| pair.get(1))
+    };
+    let malformed = || Unavailable(format!("malformed log entry {id}"));
+    let n = field("n")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(malformed)?;
+    let entry = field("e")
+        .and_then(|text| serde_json::from_str(text).ok())
+        .ok_or_else(malformed)?;
+    Ok((Position { n, id }, entry))
+}
+
+/// `"<n> <stream id> <entry>"`, as the append script publishes it.
+fn parse_published(payload: &str) -> Option<(Position, LogEntry)> {
+    let (n, rest) = payload.split_once(' ')?;
+    let (id, entry) = rest.split_once(' ')?;
+    Some((
+        Position {
+            n: n.parse().ok()?,
+            id: id.to_string(),
+        },
+        serde_json::from_str(entry).ok()?,
+    ))
+}
+
+/// Heartbeats and reaps dead nodes until the cluster is dropped.
+async fn keep_alive(
+    cluster: std::sync::Weak<Cluster>,
+    deliveries: mpsc::UnboundedSender<Delivery>,
+) {
+    let Some(interval) = cluster
+        .upgrade()
+        .map(|cluster| Duration::from_millis(cluster.config.heartbeat_ms))
+    else {
+        return;
+    };
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Since when this node's own heartbeats have all gone through. After an outage
+    // every node's key may have expired: a node reaps others only once they all had a
+    // full timeout to beat again, so a Redis restart does not make nodes reap each other.
+    let mut healthy_since: Option<tokio::time::Instant> = None;
+    loop {
+        ticks.tick().await;
+        let Some(cluster) = cluster.upgrade() else {
+            return;
+        };
+        if let Err(Unavailable(problem)) = cluster.heartbeat().await {
+            tracing::warn!(%problem, "heartbeat failed");
+            healthy_since = None;
+            continue;
+        }
+        let since = *healthy_since.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() < Duration::from_millis(cluster.config.node_timeout_ms) {
+            continue;
+        }
+        if let Err(Unavailable(problem)) = cluster.reap(&deliveries).await {
+            tracing::warn!(%problem, "looking for dead nodes failed");
+        }
+    }
+}
+
+/// Applies room index changes in order, retrying while Redis is away.
+async fn keep_index(
+    cluster: std::sync::Weak<Cluster>,
+    mut changes: mpsc::UnboundedReceiver<(String, bool)>,
+) {
+    while let Some((room, has_session)) = changes.recv().await {
+        loop {
+            let Some(cluster) = cluster.upgrade() else {
+                return;
+            };
+            let mut connection = cluster.commands.clone();
+            let key = cluster.rooms_key();
+            let done = if has_session {
+                cluster.run(connection.sadd::<_, _, ()>(key, &room)).await
+            } else {
+                cluster.run(connection.srem::<_, _, ()>(key, &room)).await
+            };
+            if done.is_ok() {
+                break;
+            }
+            drop(cluster);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// Owns the subscription connection: subscribes and unsubscribes in the order asked,
+/// hands published entries to the rooms, and reconnects (then resubscribes) when the
+/// connection drops.
+async fn subscriber(
+    client: redis::Client,
+    channel_prefix: String,
+    mut changes: mpsc::UnboundedReceiver<Subscription>,
+    deliveries: mpsc::UnboundedSender<Delivery>,
+) {
+    let mut subscribed: HashSet<String> = HashSet::new();
+    let mut first = true;
+    let channel = |room: &str| format!("{channel_prefix}{room}");
+    loop {
+        let pubsub = match client.get_async_pubsub().await {
+            Ok(pubsub) => pubsub,
+            Err(error) => {
+                tracing::warn!(%error, "cannot open the subscription connection; retrying");
+                // Meanwhile, refuse new subscriptions rather than leave them waiting.
+                let wait = tokio::time::sleep(Duration::from_millis(250));
+                tokio::pin!(wait);
+                loop {
+                    tokio::select! {
+                        _ = &mut wait => break,
+                        change = changes.recv() => match change {
+                            None => return,
+                            Some(Subscription::Add(_, done)) => {
+                                let _ = done.send(Err(Unavailable(format!("redis: {error}"))));
+                            }
+                            Some(Subscription::Remove(room)) => {
+                                subscribed.remove(&room);
+                            }
+                        },
+                    }
+                }
+                continue;
+            }
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        if !subscribed.is_empty() {
+            let channels: Vec<String> = subscribed.iter().map(|room| channel(room)).collect();
+            if sink.subscribe(channels).await.is_err() {
+                continue;
+            }
+        }
+        if !first {
+            tracing::info!("subscription connection restored; catching up every room");
+            let _ = deliveries.send(Delivery::Resubscribed);
+        }
+        first = false;
+        loop {
+            tokio::select! {
+                change = changes.recv() => match change {
+                    None => return,
+                    Some(Subscription::Add(room, done)) => {
+                        let result = sink.subscribe(channel(&room)).await.map_err(Unavailable::from);
+                        let failed = result.is_err();
+                        if !failed {
+                            subscribed.insert(room);
+                        }
+                        let _ = done.send(result);
+                        if failed {
+                            break;
+                        }
+                    }
+                    Some(Subscription::Remove(room)) => {
+                        subscribed.remove(&room);
+                        if sink.unsubscribe(channel(&room)).await.is_err() {
+                            break;
+                        }
+                    }
+                },
+                message = stream.next() => {
+                    let Some(message) = message else {
+                        tracing::warn!("subscription connection lost; reconnecting");
+                        break;
+                    };
+                    let Some(room) = message.get_channel_name().strip_prefix(&channel_prefix) else {
+                        continue;
+                    };
+                    let Ok(payload) = std::str::from_utf8(message.get_payload_bytes()) else {
+                        continue;
+                    };
+                    match parse_published(payload) {
+                        Some((position, entry)) => {
+                            let _ = deliveries.send(Delivery::Entry {
+                                room: room.to_string(),
+                                position,
+                                entry: Box::new(entry),
+                            });
+                        }
+                        None => tracing::error!(%room, "unreadable published entry"),
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! Many nodes on one real `redis-server`: what only a cluster can get wrong. (The
+//! whole suite also runs against three nodes: `ROOMSTATE_TEST_NODES=3`.)
+
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use roomstate::{ConnectOptions, ConnectionState, RoomError};
+use roomstate_protocol::{Claims, Limit, VideoGrant};
+use roomstate_server::auth::{mint_token, unix_now};
+use serde_json::{json, Value};
+
+use crate::harness::{
+    fast_options, Client, Heard, RedisServer, TestServer, Token, KEY, PATIENCE, SECRET,
+};
+
+async fn store_api(node_http_url: &str, method: &str, body: Value) -> Value {
+    let claims = Claims {
+        iss: KEY.into(),
+        exp: Some(unix_now() + 600),
+        video: VideoGrant {
+            room: body["room"].as_str().unwrap().into(),
+            room_admin: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    reqwest::Client::new()
+        .post(format!(
+            "{node_http_url}/twirp/roomstate.SessionStore/{method}"
+        ))
+        .bearer_auth(mint_token(&claims, SECRET))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_spans_nodes_and_ends_with_its_last_participant() {
+    let server = TestServer::cluster(2, "");
+    let alice = Client::join(&server.node_url(0), &Token::new("r", "alice")).await;
+    let bob = Client::join(&server.node_url(1), &Token::new("r", "bob")).await;
+    let session = alice.room.session_id();
+    assert_eq!(bob.room.session_id(), session, "one session on both nodes");
+    let bob_sees = bob.observe(&["pinned"]);
+    alice.store().set("pinned", json!("hello")).await.unwrap();
+    bob_sees
+        .wait_for(Heard::Key("pinned".into(), Some(json!("hello"))))
+        .await;
+
+    alice.room.disconnect().await;
+    bob.heard.wait_for(Heard::Left("alice".into())).await;
+    assert_eq!(
+        bob.store().get("pinned").await.unwrap().unwrap().value,
+        json!("hello"),
+        "the session lives while anyone remains, on any node"
+    );
+    bob.room.disconnect().await;
+
+    // The last participant left: on either node, a new session starts empty.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let carol = Client::join(&server.node_url(0), &Token::new("r", "carol")).await;
+        if carol.room.session_id() != session {
+            assert_eq!(carol.store().get("pinned").await.unwrap(), None);
+            break;
+        }
+        // bob's leave may still be on its way to node 0.
+        carol.room.disconnect().await;
+        assert!(Instant::now() < deadline, "the session never ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_hold_under_concurrent_writers_on_different_nodes() {
+    const LIMIT: usize = 10;
+    let server = TestServer::cluster(3, &format!("[limits]\nkeys = {LIMIT}"));
+    let mut clients = Vec::new();
+    for node in 0..3 {
+        let token = Token::new("r", &format!("p{node}"));
+        clients.push(Client::join(&server.node_url(node), &token).await);
+    }
+    let writes = clients.iter().enumerate().map(|(node, client)| {
+        let store = client.store();
+        async move {
+            let mut written = 0;
+            for n in 0..LIMIT {
+                match store.set(&format!("k{node}-{n}"), json!(n)).await {
+                    Ok(_) => written += 1,
+                    Err(RoomError::LimitExceeded {
+                        limit: Limit::Keys, ..
+                    }) => {}
+                    Err(other) => panic!("unexpected error {other}"),
+                }
+            }
+            written
+        }
+    });
+    let written: usize = join_all(writes).await.into_iter().sum();
+    assert_eq!(
+        written, LIMIT,
+        "exactly the limit's worth of keys was accepted"
+    );
+    let listed = store_api(&server.node_http_url(1), "List", json!({"room": "r"})).await;
+    assert_eq!(listed["entries"].as_array().unwrap().len(), LIMIT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_s_participants_leave_and_its_clients_resume_elsewhere() {
+    let mut server = TestServer::cluster(3, "");
+    let alice = Client::join(&server.node_url(0), &Token::new("r", "alice")).await;
+    // bob knows only node 1; carol may move on to node 2.
+    let bob = Client::join(&server.node_url(1), &Token::new("r", "bob")).await;
+    let carol = Client::join_with_options(
+        &server.node_url(1),
+        &Token::new("r", "carol").sign(),
+        ConnectOptions {
+            fallback_urls: vec![server.node_url(2)],
+            ..fast_options()
+        },
+    )
+    .await
+    .unwrap();
+    let session = carol.room.session_id();
+    let carol_sees = carol.observe(&["spotlight"]);
+    carol_sees
+        .wait_for(Heard::Key("spotlight".into(), None))
+        .await;
+    alice
+        .store()
+        .set("spotlight", json!("alice"))
+        .await
+        .unwrap();
+    carol_sees
+        .wait_for(Heard::Key("spotlight".into(), Some(json!("alice"))))
+        .await;
+
+    let killed = Instant::now();
+    server.kill_node(1);
+    alice.heard.wait_for(Heard::Left("bob".into())).await;
+    println!(
+        "bob's departure reached alice {:?} after node 1 died",
+        killed.elapsed()
+    );
+
+    carol
+        .heard
+        .wait_until("carol to be connected again", |heard| {
+            heard
+                .iter()
+                .rev()
+                .find_map(|heard| match heard {
+                    Heard::Connection(state) => Some(state.clone()),
+                    _ => None,
+                })
+                .is_some_and(|state| state == ConnectionState::Connected)
+                && heard.contains(&Heard::Connection(ConnectionState::Reconnecting))
+        })
+        .await;
+    assert_eq!(
+        carol.room.session_id(),
+        session,
+        "carol resumed on node 2, in the same session"
+    );
+    alice
+        .store()
+        .set("spotlight", json!("carol"))
+        .await
+        .unwrap();
+    carol_sees
+        .wait_for(Heard::Key("spotlight".into(), Some(json!("carol"))))
+        .await;
+    assert_eq!(
+        carol_sees.values("spotlight"),
+        vec![None, Some(json!("alice")), Some(json!("carol"))],
+        "every change exactly once across the move"
+    );
+    carol.store().set("hand", json!(true)).await.unwrap();
+    assert_eq!(
+        alice.store().get("hand").await.unwrap().unwrap().value,
+        json!(true)
+    );
+    assert!(
+        !alice.heard.heard().contains(&Heard::Left("carol".into())),
+        "carol resumed, she did not leave"
+    );
+    drop(bob);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_misses_published_entries_catches_up_from_the_log() {
+    const WRITES: u64 = 300; // past a snapshot, so the log is trimmed on the way
+    let server = TestServer::cluster(2, "");
+    let writer = Client::join(&server.node_url(0), &Token::new("r", "writer")).await;
+    let reader = Client::join(&server.node_url(1), &Token::new("r", "reader")).await;
+    let seen = reader.observe(&["n"]);
+    seen.wait_for(Heard::Key("n".into(), None)).await;
+    let redis = redis::Client::open(server.redis.as_ref().unwrap().url()).unwrap();
+    let mut redis = redis.get_multiplexed_async_connection().await.unwrap();
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    // Cuts every subscription connection, again and again, while the writes go on.
+    let cutter = tokio::spawn(async move {
+        let mut cuts = 0;
+        while !*stopped.borrow_and_update() {
+            let killed: u64 = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("TYPE")
+                .arg("pubsub")
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            cuts += killed;
+            let _ = tokio::time::timeout(Duration::from_millis(30), stopped.changed()).await;
+        }
+        cuts
+    });
+    for n in 0..WRITES {
+        writer.store().set("n", json!(n)).await.unwrap();
+    }
+    seen.wait_for(Heard::Key("n".into(), Some(json!(WRITES - 1))))
+        .await;
+    stop.send(true).unwrap();
+    let cuts = cutter.await.unwrap();
+    let expected: Vec<Option<Value>> = std::iter::once(None)
+        .chain((0..WRITES).map(|n| Some(json!(n))))
+        .collect();
+    assert_eq!(seen.values("n"), expected, "in order, exactly once");
+    assert!(cuts > 1, "the subscriptions were cut {cuts} times");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_and_restarted_during_writes_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start_durable(dir.path());
+    let mut server = TestServer::cluster_on(2, "[limits]\nkeys = 1000", redis);
+    let alice = Client::join(&server.node_url(0), &Token::new("r", "alice")).await;
+    let bob = Client::join(&server.node_url(1), &Token::new("r", "bob")).await;
+    alice.store().set("before", json!(1)).await.unwrap();
+
+    let writers = [&alice, &bob].map(|client| {
+        let store = client.store();
+        let name = client.room.local_participant().info().unwrap().identity;
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut refused = 0;
+            for n in 0..200 {
+                let key = format!("{name}-{n}");
+                match store.set(&key, json!(n)).await {
+                    Ok(_) => acknowledged.push(key),
+                    Err(RoomError::Unavailable { .. }) => refused += 1,
+                    Err(other) => panic!("{key}: unexpected error {other}"),
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (acknowledged, refused)
+        })
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let redis = server.redis.as_mut().unwrap();
+    redis.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Meanwhile a node answers reads from its own copy, and says so.
+    let read = store_api(
+        &server.node_http_url(1),
+        "Get",
+        json!({"room": "r", "key": "before"}),
+    )
+    .await;
+    assert_eq!(read["entry"]["value"], json!(1), "{read}");
+    assert_eq!(read["stale"], json!(true), "{read}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    server.redis.as_mut().unwrap().resume();
+
+    let mut all_acknowledged = Vec::new();
+    for writer in writers {
+        let (acknowledged, refused) = writer.await.unwrap();
+        assert!(refused > 0, "the outage refused some writes");
+        assert!(
+            acknowledged.iter().any(|key| key.ends_with("-199")),
+            "writes succeed again once Redis is back"
+        );
+        all_acknowledged.extend(acknowledged);
+    }
+    for node in 0..2 {
+        let listed = store_api(&server.node_http_url(node), "List", json!({"room": "r"})).await;
+        let keys: Vec<&str> = listed["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|entry| entry["key"].as_str().unwrap())
+            .collect();
+        for key in &all_acknowledged {
+            assert!(
+                keys.contains(&key.as_str()),
+                "{key} was acknowledged and lost on node {node}"
+            );
+        }
+        assert!(keys.contains(&"before"));
+    }
+    // Both clients stayed in the room through the outage.
+    assert!(!alice.heard.heard().contains(&Heard::Left("bob".into())));
+}
