@@ -2,7 +2,9 @@
 # Runs every test: formatting, lints, the Rust suites (unit tests and end-to-end tests
 # against real `roomstate serve` processes, LiveKit's Rust and Node server SDKs among the
 # clients), then the Kotlin bindings' JUnit suite on the JVM against a real server.
-# Installs what the tests need (JDK, Maven, Node packages) when missing.
+# The end-to-end suite runs twice: against one node, and against three nodes sharing
+# rooms through a real redis-server. Installs what the tests need (JDK, Maven,
+# redis-server, Node packages) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -10,6 +12,7 @@ ensure_rust
 command -v javac >/dev/null 2>&1 || apt_install openjdk-17-jdk-headless
 command -v mvn >/dev/null 2>&1 || apt_install maven
 command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+command -v redis-server >/dev/null 2>&1 || apt_install redis-server
 
 say "LiveKit's Node server SDK, for the server API acceptance tests"
 npm ci --prefix crates/server/tests/sdk-js --no-audit --no-fund --loglevel=error
@@ -18,8 +21,10 @@ say "format"
 cargo fmt --all -- --check
 say "lints"
 cargo clippy --workspace --all-targets -- -D warnings
-say "Rust tests (unit, and end to end against real servers)"
+say "Rust tests (unit, and end to end against real servers: one node, and the cluster tests)"
 cargo test --workspace
+say "the end-to-end suite again, every client spread over three nodes on one Redis"
+ROOMSTATE_TEST_NODES=3 cargo test -p roomstate-server --test e2e
 
 say "Kotlin bindings: generate, compile, and test on the JVM against a real server"
 scripts/bindings.sh

@@ -60,6 +60,8 @@ fn token(identity: &str) -> String {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("ROOMSTATE_URL").unwrap_or_else(|_| "ws://127.0.0.1:7880".into());
+    // Another node of the same cluster, for bob; the same server by default.
+    let bob_url = std::env::var("ROOMSTATE_URL_2").unwrap_or_else(|_| url.clone());
     let pause = || tokio::time::sleep(Duration::from_millis(300));
     println!("alice joins room \"demo\" at {url}");
     let alice = Room::connect(
@@ -69,9 +71,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ConnectOptions::default(),
     )
     .await?;
-    println!("bob joins, and observes \"pinned\" and \"spotlight\"");
+    println!("bob joins at {bob_url}, and observes \"pinned\" and \"spotlight\"");
     let bob = Room::connect(
-        &url,
+        &bob_url,
         &token("bob"),
         Arc::new(Printer("bob")),
         ConnectOptions::default(),

@@ -971,6 +971,9 @@ impl Room {
         if state.session.is_none() {
             self.node.metrics.rooms.inc();
             state.session = Some(Session::new(joining.session_id.clone(), applying.at));
+            if let (true, Some(cluster)) = (applying.origin, &self.node.cluster) {
+                cluster.index(&self.name, true);
+            }
         }
         let session = state.session.as_mut().expect("created above");
         let identity = joining.claims.sub.clone();
@@ -998,9 +1001,6 @@ impl Room {
                 tracing::info!(room = %self.name, session = %session.id, "session started");
                 if applying.origin {
                     self.node.metrics.sessions_started.inc();
-                    if let Some(cluster) = &self.node.cluster {
-                        cluster.index(&self.name, true);
-                    }
                 }
                 self.webhook(applying, "room_started", session, None);
             }
@@ -1484,12 +1484,12 @@ impl Room {
             }
         }
         self.node.metrics.rooms.dec();
+        if let (true, Some(cluster)) = (applying.origin, &self.node.cluster) {
+            cluster.index(&self.name, false);
+        }
         if session.announced {
             if applying.origin {
                 self.node.metrics.sessions_ended.inc();
-                if let Some(cluster) = &self.node.cluster {
-                    cluster.index(&self.name, false);
-                }
             }
             self.webhook(applying, "room_finished", &session, None);
         }

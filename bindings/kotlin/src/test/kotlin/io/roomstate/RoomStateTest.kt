@@ -181,6 +181,12 @@ class RoomStateTest {
         assertThrows<RoomException.Connect> {
             runBlocking { Room.connect("ws://127.0.0.1:1", token("nobody"), Recorder(), fastOptions()) }
         }
+        // With fallbacks (other nodes of a cluster), a dead first address is skipped.
+        val moved = Room.connect(
+            "ws://127.0.0.1:1", token("mover"), Recorder(),
+            fastOptions().copy(fallbackUrls = listOf(server.url)),
+        ).also { rooms += it }
+        assertEquals(ConnectionState.Connected, moved.connectionState())
 
         val impatient = Room.connect(server.url, token("impatient"), Recorder(), fastOptions(requestTimeoutMs = 300u)).also { rooms += it }
         server.freeze(true)
