@@ -134,7 +134,9 @@ async fn write_frames(
             changed = close.changed() => {
                 let closing = if changed.is_ok() { close.borrow().clone() } else { None };
                 if let Some(closing) = closing {
+                    tracing::debug!(reason = ?closing.reason, "saying goodbye");
                     say_goodbye(&mut sink, closing).await;
+                    tracing::debug!("said goodbye");
                 }
                 return;
             }

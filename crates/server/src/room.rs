@@ -354,6 +354,10 @@ struct RoomState {
     pending: HashMap<u64, Pending>,
     /// Open `RoomUse`s.
     users: usize,
+    /// Set by entries that may leave this node with no use for the room (someone left,
+    /// moved to another node, or stopped waiting): checked once the lock is released,
+    /// not after every store write.
+    release_check: bool,
 }
 
 /// A room's copy as a snapshot in the cluster holds it (connections are skipped: they
@@ -496,24 +500,28 @@ impl Room {
             command,
         };
         let ticket = entry.ticket;
-        let Some(cluster) = &self.node.cluster else {
+        let cluster = {
             let mut state = self.state.lock();
+            if state.removed {
+                // A stale handle (a connection whose participant is gone): nobody here is
+                // in this room any more.
+                return Ok(());
+            }
             if let Some(pending) = pending {
                 state.pending.insert(ticket, pending);
             }
-            let position = Position {
-                n: state.applied.n + 1,
-                id: String::new(),
+            let Some(cluster) = &self.node.cluster else {
+                let position = Position {
+                    n: state.applied.n + 1,
+                    id: String::new(),
+                };
+                state.applied = position;
+                self.apply(&mut state, entry);
+                self.finish(state);
+                return Ok(());
             };
-            state.applied = position;
-            self.apply(&mut state, entry);
-            drop(state);
-            self.release_if_unused();
-            return Ok(());
+            cluster
         };
-        if let Some(pending) = pending {
-            self.state.lock().pending.insert(ticket, pending);
-        }
         match cluster.append(&self.name, &entry).await {
             Ok(position) => {
                 self.offer(position, entry);
@@ -555,8 +563,17 @@ impl Room {
         }
         self.apply_logged(&mut state, position, entry);
         self.apply_ahead(&mut state);
+        self.finish(state);
+    }
+
+    /// Releases the room's lock, then forgets the room if what was applied may have
+    /// left this node with no use for it.
+    fn finish(self: &Arc<Self>, mut state: parking_lot::MutexGuard<'_, RoomState>) {
+        let check = std::mem::take(&mut state.release_check);
         drop(state);
-        self.release_if_unused();
+        if check {
+            self.release_if_unused();
+        }
     }
 
     /// Applies the entries that waited for a gap that is now filled.
@@ -724,9 +741,8 @@ impl Room {
         {
             rooms.remove(&self.name);
         }
-        drop(state);
-        drop(rooms);
         if let Some(cluster) = &self.node.cluster {
+            // Under the registry's lock: a new copy of this room subscribes after this.
             cluster.unsubscribe(&self.name);
         }
     }
@@ -766,6 +782,10 @@ impl Room {
             state.pending.remove(&ticket)
         } else {
             None
+        };
+        state.release_check |= match &command {
+            Command::Client { message, .. } => message.request_id().is_none(),
+            _ => true,
         };
         match command {
             Command::Admit {

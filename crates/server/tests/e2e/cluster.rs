@@ -1,6 +1,8 @@
 //! Many nodes on one real `redis-server`: what only a cluster can get wrong. (The
 //! whole suite also runs against three nodes: `ROOMSTATE_TEST_NODES=3`.)
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
@@ -241,28 +243,50 @@ async fn redis_stopped_and_restarted_during_writes_loses_no_acknowledged_write()
     let bob = Client::join(&server.node_url(1), &Token::new("r", "bob")).await;
     alice.store().set("before", json!(1)).await.unwrap();
 
-    let writers = [&alice, &bob].map(|client| {
+    // Each writer writes a new key every 10 ms until told to stop, counting refusals.
+    let refused: Arc<[AtomicUsize; 2]> = Arc::default();
+    let acknowledged_count: Arc<[AtomicUsize; 2]> = Arc::default();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let writers = [&alice, &bob].into_iter().enumerate().map(|(w, client)| {
         let store = client.store();
         let name = client.room.local_participant().info().unwrap().identity;
+        let (refused, acknowledged_count, stopped) =
+            (refused.clone(), acknowledged_count.clone(), stopped.clone());
         tokio::spawn(async move {
             let mut acknowledged = Vec::new();
-            let mut refused = 0;
-            for n in 0..200 {
+            for n in 0.. {
+                if *stopped.borrow() {
+                    break;
+                }
                 let key = format!("{name}-{n}");
                 match store.set(&key, json!(n)).await {
-                    Ok(_) => acknowledged.push(key),
-                    Err(RoomError::Unavailable { .. }) => refused += 1,
+                    Ok(_) => {
+                        acknowledged.push(key);
+                        acknowledged_count[w].fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(RoomError::Unavailable { .. }) => {
+                        refused[w].fetch_add(1, Ordering::SeqCst);
+                    }
                     Err(other) => panic!("{key}: unexpected error {other}"),
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            (acknowledged, refused)
+            acknowledged
         })
     });
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let redis = server.redis.as_mut().unwrap();
-    redis.stop();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let writers: Vec<_> = writers.collect();
+    let both = |counts: &Arc<[AtomicUsize; 2]>, at_least: usize| {
+        counts
+            .iter()
+            .all(|count| count.load(Ordering::SeqCst) >= at_least)
+    };
+    wait_until("writes before the outage", &|| {
+        both(&acknowledged_count, 20)
+    })
+    .await;
+
+    server.redis.as_mut().unwrap().stop();
+    wait_until("both nodes to refuse writes", || both(&refused, 3)).await;
     // Meanwhile a node answers reads from its own copy, and says so.
     let read = store_api(
         &server.node_http_url(1),
@@ -272,18 +296,23 @@ async fn redis_stopped_and_restarted_during_writes_loses_no_acknowledged_write()
     .await;
     assert_eq!(read["entry"]["value"], json!(1), "{read}");
     assert_eq!(read["stale"], json!(true), "{read}");
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    server.redis.as_mut().unwrap().resume();
 
+    server.redis.as_mut().unwrap().resume();
+    let after_outage: Vec<usize> = acknowledged_count
+        .iter()
+        .map(|count| count.load(Ordering::SeqCst))
+        .collect();
+    wait_until("writes to succeed again once Redis is back", || {
+        acknowledged_count
+            .iter()
+            .zip(&after_outage)
+            .all(|(count, before)| count.load(Ordering::SeqCst) >= before + 20)
+    })
+    .await;
+    stop.send(true).unwrap();
     let mut all_acknowledged = Vec::new();
     for writer in writers {
-        let (acknowledged, refused) = writer.await.unwrap();
-        assert!(refused > 0, "the outage refused some writes");
-        assert!(
-            acknowledged.iter().any(|key| key.ends_with("-199")),
-            "writes succeed again once Redis is back"
-        );
-        all_acknowledged.extend(acknowledged);
+        all_acknowledged.extend(writer.await.unwrap());
     }
     for node in 0..2 {
         let listed = store_api(&server.node_http_url(node), "List", json!({"room": "r"})).await;
@@ -303,4 +332,12 @@ async fn redis_stopped_and_restarted_during_writes_loses_no_acknowledged_write()
     }
     // Both clients stayed in the room through the outage.
     assert!(!alice.heard.heard().contains(&Heard::Left("bob".into())));
+}
+
+async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "waited too long for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

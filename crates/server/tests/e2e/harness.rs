@@ -103,7 +103,11 @@ impl TestServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_roomstate"))
             .args(["serve", "--config"])
             .arg(&self.config)
-            .env("ROOMSTATE_LOG", "warn")
+            // ROOMSTATE_TEST_LOG=roomstate_server=debug shows what the nodes do.
+            .env(
+                "ROOMSTATE_LOG",
+                std::env::var("ROOMSTATE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -477,8 +481,11 @@ impl Proxy {
                 let stall = stall.subscribe();
                 let task = tokio::spawn(async move {
                     let socket = tokio::net::TcpSocket::new_v4().unwrap();
-                    // A small window, so that a stall backs up into the server quickly.
-                    socket.set_recv_buffer_size(4096).unwrap();
+                    // A small window, so that a stall backs up into the server quickly; not
+                    // below an MSS of loopback (64 KiB), or the window never reopens by a
+                    // whole segment and the server waits on TCP's persist timer, for
+                    // seconds, after the stall ends.
+                    socket.set_recv_buffer_size(65536).unwrap();
                     let Ok(outbound) = socket.connect(target).await else {
                         return;
                     };
