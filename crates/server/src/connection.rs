@@ -59,6 +59,7 @@ pub async fn serve(socket: WebSocket, rooms: Arc<Rooms>, admission: Admission) {
         // The room no longer holds a sender, so the writer ends once its queue is out.
         let _ = writer.await;
     }
+    rooms.metrics().connections.dec();
 }
 
 /// Reads until the client goes away; returns the reason to close with, if the server

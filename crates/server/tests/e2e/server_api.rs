@@ -530,6 +530,19 @@ async fn health_and_metrics() {
             "{expected} missing from\n{metrics}"
         );
     }
+    alice.room.disconnect().await;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+        if metrics.contains("roomstate_connections 0") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the connection is still counted after it closed:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Runs tests/sdk-js/livekit-sdk.mjs (LiveKit's Node server SDK); `scripts/test.sh`
