@@ -13,8 +13,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 results = json.loads(Path(sys.argv[1]).read_text())
 out = Path(sys.argv[2])
-colors = {"floor": "#888888", "roomstate": "#1f6fd1", "y_websocket": "#d1501f"}
-labels = {"floor": "floor (bare fan-out)", "roomstate": "roomstate", "y_websocket": "y-websocket (Y.Map)"}
+colors = {"floor": "#888888", "roomstate": "#1f6fd1", "roomstate_cluster": "#2ca02c", "y_websocket": "#d1501f"}
+labels = {
+    "floor": "floor (bare fan-out)",
+    "roomstate": "roomstate (1 node)",
+    "roomstate_cluster": "roomstate (2 nodes + Redis)",
+    "y_websocket": "y-websocket (Y.Map)",
+}
 w1 = results.get("propagation", [])
 
 if w1:

@@ -109,7 +109,7 @@ pub async fn join(
     source: Option<IpAddr>,
 ) -> (Sink, Stream) {
     match system {
-        System::Roomstate => {
+        System::Roomstate | System::RoomstateCluster => {
             let path = format!("/rtc?protocol=1&access_token={}", token(room, identity));
             let (mut sink, mut stream) = open(addr, &path, source).await.split();
             next_text(&mut stream).await; // joined
@@ -139,7 +139,15 @@ pub async fn join(
             sink.send(Message::text(role)).await.unwrap();
             (sink, stream)
         }
-        System::YWebsocket => unreachable!("y-websocket is driven by peer/driver.mjs"),
+        System::YWebsocket => {
+            // A Yjs client joining the room's document: y-websocket's sync step 1 with
+            // an empty state vector (message sync = 0, step 1 = 0, a one-byte vector 0).
+            let (mut sink, stream) = open(addr, &format!("/{room}"), source).await.split();
+            sink.send(Message::binary(vec![0u8, 0, 1, 0]))
+                .await
+                .unwrap();
+            (sink, stream)
+        }
     }
 }
 
@@ -156,7 +164,7 @@ pub async fn next_text(stream: &mut Stream) -> String {
 /// The frame a writer sends: a store write for roomstate, the bare payload for the floor.
 pub fn write_frame(system: System, id: u64, key: &str, payload: &str) -> Message {
     match system {
-        System::Roomstate => Message::text(format!(
+        System::Roomstate | System::RoomstateCluster => Message::text(format!(
             "{{\"type\":\"set\",\"id\":{id},\"key\":\"{key}\",\"value\":\"{payload}\"}}"
         )),
         System::Floor => Message::text(payload.to_string()),
@@ -167,7 +175,7 @@ pub fn write_frame(system: System, id: u64, key: &str, payload: &str) -> Message
 /// The payload a frame delivers, if it delivers one.
 pub fn delivered(system: System, frame: &str) -> Option<&str> {
     match system {
-        System::Roomstate => frame
+        System::Roomstate | System::RoomstateCluster => frame
             .contains("store_changed")
             .then(|| string_field(frame, "value"))
             .flatten(),

@@ -165,9 +165,14 @@ async fn run(
         }
         for &n in sizes {
             let systems: &[System] = if peer {
-                &[System::Floor, System::Roomstate, System::YWebsocket]
+                &[
+                    System::Floor,
+                    System::Roomstate,
+                    System::RoomstateCluster,
+                    System::YWebsocket,
+                ]
             } else {
-                &[System::Floor, System::Roomstate]
+                &[System::Floor, System::Roomstate, System::RoomstateCluster]
             };
             for &system in systems {
                 let target = Target::start(system, roomstate_bin);
@@ -207,10 +212,23 @@ async fn run(
             "{:<10} {:<9} | {:>9} {:>11} {:>13} {:>10} {:>10} {:>10}",
             "system", "keys", "offered/s", "updates/s", "deliveries/s", "p50", "p99", "server CPU"
         );
+        let peer = target::ensure_peer_installed();
         for one_key in [false, true] {
-            for system in [System::Floor, System::Roomstate] {
+            for system in [
+                System::Floor,
+                System::Roomstate,
+                System::RoomstateCluster,
+                System::YWebsocket,
+            ] {
+                if system == System::YWebsocket && !peer {
+                    continue;
+                }
                 let target = Target::start(system, roomstate_bin);
-                let result = workloads::throughput(&target, one_key, rates, step).await;
+                let result = if system == System::YWebsocket {
+                    workloads::throughput_peer(&target, one_key, rates, step)
+                } else {
+                    workloads::throughput(&target, one_key, rates, step).await
+                };
                 for s in &result.steps {
                     println!(
                         "{:<10} {:<9} | {:>9} {:>11.0} {:>13.0} {:>10} {:>10} {:>9.0}%",
@@ -233,13 +251,21 @@ async fn run(
     }
     if wants("w3") {
         let rooms = if quick { 50 } else { 400 };
-        let target = Target::start(System::Roomstate, roomstate_bin);
-        let result = workloads::many_rooms(&target, rooms, if quick { 4 } else { 10 }).await;
         println!(
-            "\nW3 many rooms: {rooms} rooms of 5, an attribute change per participant every 2 s: {:.0} updates/s, server CPU {:.1}% ({:.2}% per 1000 updates/s)",
-            result.updates_per_second, result.server_cpu_percent, result.cpu_percent_per_1000_updates
+            "\nW3 many rooms: {rooms} rooms of 5, an attribute change per participant every 2 s"
         );
-        results.many_rooms.push(result);
+        for system in [System::Roomstate, System::RoomstateCluster] {
+            let target = Target::start(system, roomstate_bin);
+            let result = workloads::many_rooms(&target, rooms, if quick { 4 } else { 10 }).await;
+            println!(
+                "{:<10} {:.0} updates/s, server CPU {:.1}% ({:.2}% per 1000 updates/s)",
+                system.name(),
+                result.updates_per_second,
+                result.server_cpu_percent,
+                result.cpu_percent_per_1000_updates
+            );
+            results.many_rooms.push(result);
+        }
     }
     if wants("w4") {
         let sizes: Vec<usize> = if quick {
@@ -254,8 +280,17 @@ async fn run(
             "{:<10} {:>7} | {:>12} {:>10} {:>12}",
             "system", "conns", "bytes/conn", "idle CPU", "connect"
         );
+        let peer = target::ensure_peer_installed();
         for connections in sizes {
-            for system in [System::Floor, System::Roomstate] {
+            for system in [
+                System::Floor,
+                System::Roomstate,
+                System::RoomstateCluster,
+                System::YWebsocket,
+            ] {
+                if system == System::YWebsocket && !peer {
+                    continue;
+                }
                 let target = Target::start(system, roomstate_bin);
                 let result = workloads::idle_connections(&target, connections, 50).await;
                 println!(
@@ -271,20 +306,33 @@ async fn run(
         }
     }
     if wants("w5") {
-        let target = Target::start(System::Roomstate, roomstate_bin);
         let joins = if quick { 50 } else { 200 };
-        let result = workloads::join_full_store(&target, 100, joins).await;
-        let p = &result.until_full_store;
-        println!("\nW5 join: connect and receive a 100-key store, {joins} joins: p50 {}, p99 {}, p99.9 {}", human(p.p50_us), human(p.p99_us), human(p.p999_us));
-        results.join.push(result);
         let clients = if quick { 200 } else { 1000 };
-        let result = workloads::resume_after_drop(&target, clients).await;
-        let p = &result.until_resumed;
-        println!(
-            "W5 resume: {clients} clients dropped at once, until each resumed: p50 {}, p99 {}, all {} ({} not resumed)",
-            human(p.p50_us), human(p.p99_us), human(p.max_us), result.not_resumed
-        );
-        results.resume.push(result);
+        println!("\nW5 join ({joins} joins, each until it holds a 100-key store) and resume ({clients} clients dropped at once)");
+        for system in [System::Roomstate, System::RoomstateCluster] {
+            let target = Target::start(system, roomstate_bin);
+            let result = workloads::join_full_store(&target, 100, joins).await;
+            let p = &result.until_full_store;
+            println!(
+                "{:<10} join: p50 {}, p99 {}, p99.9 {}",
+                system.name(),
+                human(p.p50_us),
+                human(p.p99_us),
+                human(p.p999_us)
+            );
+            results.join.push(result);
+            let result = workloads::resume_after_drop(&target, clients).await;
+            let p = &result.until_resumed;
+            println!(
+                "{:<10} resume: p50 {}, p99 {}, all {} ({} not resumed)",
+                system.name(),
+                human(p.p50_us),
+                human(p.p99_us),
+                human(p.max_us),
+                result.not_resumed
+            );
+            results.resume.push(result);
+        }
     }
     results
 }

@@ -1,5 +1,6 @@
-//! The systems under test, each a separate process pinned to its own core: the roomstate
-//! server, and the floor (a minimal WebSocket fan-out of the same bytes).
+//! The systems under test, each run as separate processes pinned to the server core: the
+//! roomstate server (one node, or two nodes with their Redis), the floor (a minimal
+//! WebSocket fan-out of the same bytes), and the peer (y-websocket).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -17,15 +18,24 @@ pub const API_SECRET: &str = "benchsecret";
 #[serde(rename_all = "snake_case")]
 pub enum System {
     Roomstate,
+    /// Two roomstate nodes sharing rooms through one redis-server, all three processes
+    /// on the server core; clients alternate between the nodes.
+    RoomstateCluster,
     Floor,
     /// y-websocket with a Y.Map: the peer users would pick instead.
     YWebsocket,
 }
 
 impl System {
+    /// Whether it speaks roomstate's protocol.
+    pub fn is_roomstate(self) -> bool {
+        matches!(self, System::Roomstate | System::RoomstateCluster)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             System::Roomstate => "roomstate",
+            System::RoomstateCluster => "rs-2nodes",
             System::Floor => "floor",
             System::YWebsocket => "y-websocket",
         }
@@ -34,8 +44,10 @@ impl System {
 
 pub struct Target {
     pub system: System,
+    /// The first node's address.
     pub addr: SocketAddr,
-    child: Child,
+    addrs: Vec<SocketAddr>,
+    children: Vec<Child>,
     _dir: PathBuf,
 }
 
@@ -44,93 +56,161 @@ impl Target {
     pub fn start(system: System, roomstate_bin: &std::path::Path) -> Target {
         let dir = std::env::temp_dir().join(format!("roomstate-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut command = Command::new("taskset");
-        command.arg("-c").arg(SERVER_CORE.to_string());
+        let mut children = Vec::new();
+        let mut addrs = Vec::new();
         match system {
-            System::Roomstate => {
-                let config = dir.join("bench.toml");
-                // Large queues and limits: the bench measures speed, not protection.
-                std::fs::write(
-                    &config,
-                    format!(
-                        "bind = \"127.0.0.1:0\"\noutbound_queue = 65536\nidle_timeout_ms = 600000\n[limits]\nkeys = 100000\nstore_bytes = 1000000000\n[keys]\n{API_KEY} = \"{API_SECRET}\"\n"
-                    ),
-                )
-                .unwrap();
-                command
-                    .arg(roomstate_bin)
-                    .args(["serve", "--log", "warn", "--config"])
-                    .arg(&config);
+            System::Roomstate | System::RoomstateCluster => {
+                let mut config = format!(
+                    // Large queues and limits: the bench measures speed, not protection.
+                    "bind = \"127.0.0.1:0\"\noutbound_queue = 65536\nidle_timeout_ms = 600000\n[limits]\nkeys = 100000\nstore_bytes = 1000000000\n[keys]\n{API_KEY} = \"{API_SECRET}\"\n"
+                );
+                let nodes = if system == System::RoomstateCluster {
+                    let port = free_port();
+                    let mut redis = pinned("redis-server");
+                    redis
+                        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                        .args(["--save", "", "--appendonly", "no"])
+                        .arg("--dir")
+                        .arg(&dir)
+                        .stdout(Stdio::null());
+                    children.push(
+                        redis
+                            .spawn()
+                            .expect("start redis-server (apt install redis-server)"),
+                    );
+                    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    config.push_str(&format!("[redis]\nurl = \"redis://127.0.0.1:{port}/0\"\n"));
+                    2
+                } else {
+                    1
+                };
+                let path = dir.join("bench.toml");
+                std::fs::write(&path, config).unwrap();
+                for _ in 0..nodes {
+                    let mut command = pinned(roomstate_bin.to_str().unwrap());
+                    command
+                        .args(["serve", "--log", "warn", "--config"])
+                        .arg(&path);
+                    let (child, addr) = spawn_listening(command, system);
+                    children.push(child);
+                    addrs.push(addr);
+                }
             }
             System::Floor => {
-                command
-                    .arg(std::env::current_exe().unwrap())
-                    .arg("floor-server");
+                let mut command = pinned(std::env::current_exe().unwrap().to_str().unwrap());
+                command.arg("floor-server");
+                let (child, addr) = spawn_listening(command, system);
+                children.push(child);
+                addrs.push(addr);
             }
             System::YWebsocket => {
-                command.arg("node").arg(peer_dir().join("server.cjs"));
+                let mut command = pinned("node");
+                command.arg(peer_dir().join("server.cjs"));
+                let (child, addr) = spawn_listening(command, system);
+                children.push(child);
+                addrs.push(addr);
             }
         }
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the target (is taskset installed?)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .rsplit("ws://")
-            .next()
-            .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| panic!("{} did not say where it listens: {line:?}", system.name()));
         Target {
             system,
-            addr,
-            child,
+            addr: addrs[0],
+            addrs,
+            children,
             _dir: dir,
         }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// The node client `n` talks to: clients alternate between the nodes.
+    pub fn addr_for(&self, n: usize) -> SocketAddr {
+        self.addrs[n % self.addrs.len()]
     }
 
-    /// Resident memory of the process, in bytes.
+    /// Resident memory of every process of the target, in bytes.
     pub fn rss_bytes(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
+        self.children
+            .iter()
+            .map(|child| rss_bytes(child.id()))
+            .sum()
     }
 
-    /// CPU time the process used so far (user + system), in seconds.
+    /// CPU time every process of the target used so far (user + system), in seconds.
     pub fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect();
-        let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
-            + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
-        // SAFETY: sysconf has no preconditions.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
-        ticks as f64 / per_second as f64
+        self.children
+            .iter()
+            .map(|child| cpu_seconds(child.id()))
+            .sum()
     }
+}
+
+/// `program` under `taskset`, on the server core.
+fn pinned(program: &str) -> Command {
+    let mut command = Command::new("taskset");
+    command.arg("-c").arg(SERVER_CORE.to_string()).arg(program);
+    command
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Spawns a server that prints `... ws://ADDRESS` when it listens.
+fn spawn_listening(mut command: Command, system: System) -> (Child, SocketAddr) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the target (is taskset installed?)");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .rsplit("ws://")
+        .next()
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("{} did not say where it listens: {line:?}", system.name()));
+    (child, addr)
+}
+
+/// Resident memory of process `pid`, in bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// CPU time process `pid` used so far (user + system), in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    ticks as f64 / per_second as f64
 }
 
 impl Drop for Target {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in self.children.iter_mut().rev() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

@@ -79,9 +79,10 @@ pub async fn propagation(target: &Target, observers: usize, seconds: u64) -> Pro
     let (stop, stopped) = watch::channel(false);
     let mut tasks = Vec::new();
     for n in 0..observers {
+        // The writer is on the first node; in a cluster, every other observer is not.
         let (_sink, mut stream) = join(
             system,
-            target.addr,
+            target.addr_for(n + 1),
             &room,
             &format!("o{n}"),
             &["k"],
@@ -189,15 +190,20 @@ pub async fn idle_connections(
         let joins = batch.iter().map(|&n| {
             let room = format!("w4-{}", n / room_size);
             async move {
-                join(
+                let (sink, mut stream) = join(
                     system,
-                    target.addr,
+                    target.addr_for(n),
                     &room,
                     &format!("c{n}"),
                     &["k"],
                     source_for(n),
                 )
-                .await
+                .await;
+                // Read (and answer pings) as a live client does, and say nothing.
+                tokio::spawn(async move {
+                    let _sink = sink;
+                    while let Some(Ok(_)) = stream.next().await {}
+                })
             }
         });
         held.extend(futures_util::future::join_all(joins).await);
@@ -210,7 +216,9 @@ pub async fn idle_connections(
     let cpu_before = target.cpu_seconds();
     tokio::time::sleep(Duration::from_secs(IDLE_SECONDS)).await;
     let idle_cpu = target.cpu_seconds() - cpu_before;
-    drop(held);
+    for client in held {
+        client.abort();
+    }
     IdleConnections {
         system,
         connections,
@@ -226,6 +234,7 @@ pub async fn idle_connections(
 /// W5 (join): a new client until it holds a full 100-key store.
 #[derive(Debug, Serialize)]
 pub struct Join {
+    pub system: System,
     pub keys: usize,
     pub joins: usize,
     /// Connect, authenticate, join, observe everything, receive every entry.
@@ -234,11 +243,12 @@ pub struct Join {
 
 pub async fn join_full_store(target: &Target, keys: usize, joins: usize) -> Join {
     let room = "w5-join";
+    let system = target.system;
     let (mut writer, mut stream) =
-        join(System::Roomstate, target.addr, room, "seeder", &[], None).await;
+        join(system, target.addr_for(0), room, "seeder", &[], None).await;
     for key in 0..keys {
         let frame = write_frame(
-            System::Roomstate,
+            system,
             key as u64 + 1,
             &format!("key{key:03}"),
             &payload(key as u64, Instant::now()),
@@ -250,8 +260,8 @@ pub async fn join_full_store(target: &Target, keys: usize, joins: usize) -> Join
     for n in 0..joins {
         let started = Instant::now();
         let (sink, mut stream) = join(
-            System::Roomstate,
-            target.addr,
+            system,
+            target.addr_for(n + 1),
             room,
             &format!("j{n}"),
             &[],
@@ -277,6 +287,7 @@ pub async fn join_full_store(target: &Target, keys: usize, joins: usize) -> Join
         let _ = sink.send(Message::text(r#"{"type":"leave"}"#)).await;
     }
     Join {
+        system,
         keys,
         joins,
         until_full_store: Percentiles::of(&samples),
@@ -335,8 +346,15 @@ pub async fn throughput(
     let shared_latencies = Arc::new(parking_lot::Mutex::new(histogram()));
     let mut observer_tasks = Vec::new();
     for n in 0..OBSERVERS {
-        let (sink, mut stream) =
-            join(system, target.addr, &room, &format!("o{n}"), &["*"], None).await;
+        let (sink, mut stream) = join(
+            system,
+            target.addr_for(n),
+            &room,
+            &format!("o{n}"),
+            &["*"],
+            None,
+        )
+        .await;
         let (count, latencies, mut stopped) = (
             delivered_count.clone(),
             shared_latencies.clone(),
@@ -356,7 +374,7 @@ pub async fn throughput(
                             latencies.lock().record(now.saturating_sub(intended) / 1000).ok();
                             count.fetch_add(1, Ordering::Relaxed);
                         }
-                        if system == System::Roomstate {
+                        if system.is_roomstate() {
                             if let Some(key) = crate::clients::string_field(frame.as_str(), "key") {
                                 last.insert(key.to_string(), value.to_string());
                             }
@@ -370,8 +388,15 @@ pub async fn throughput(
     }
     let mut writers = Vec::new();
     for n in 0..WRITERS {
-        let (sink, mut replies) =
-            join(system, target.addr, &room, &format!("w{n}"), &[], None).await;
+        let (sink, mut replies) = join(
+            system,
+            target.addr_for(n + 1),
+            &room,
+            &format!("w{n}"),
+            &[],
+            None,
+        )
+        .await;
         tokio::spawn(async move { while let Some(Ok(_)) = replies.next().await {} });
         writers.push(sink);
     }
@@ -442,7 +467,7 @@ pub async fn throughput(
     for task in observer_tasks {
         views.push(task.await.unwrap());
     }
-    let final_state_mismatches = (system == System::Roomstate).then(|| {
+    let final_state_mismatches = system.is_roomstate().then(|| {
         // Every observer must end on the same last value for every key.
         let reference = &views[0];
         views.iter().filter(|view| *view != reference).count()
@@ -457,9 +482,74 @@ pub async fn throughput(
     }
 }
 
+/// W2 against y-websocket: its Node driver runs each rate (connecting its 20 Yjs
+/// clients anew) while this process measures the server's CPU.
+pub fn throughput_peer(
+    target: &Target,
+    one_key: bool,
+    rates: &[u64],
+    step_seconds: u64,
+) -> Throughput {
+    #[derive(serde::Deserialize)]
+    struct Output {
+        sent: u64,
+        delivered: u64,
+        per_delivery: Percentiles,
+        final_state_mismatches: usize,
+    }
+    let mut steps = Vec::new();
+    let mut final_state_mismatches = None;
+    for &rate in rates {
+        let cpu_before = target.cpu_seconds();
+        let output = std::process::Command::new("taskset")
+            .args(["-c", &crate::target::LOAD_CORE.to_string(), "node"])
+            .arg(crate::target::peer_dir().join("driver.mjs"))
+            .args([
+                "w2",
+                &format!("ws://{}", target.addr),
+                if one_key { "one" } else { "distinct" },
+                &rate.to_string(),
+                &step_seconds.to_string(),
+            ])
+            .output()
+            .expect("run the y-websocket driver");
+        let text = String::from_utf8_lossy(&output.stdout);
+        let parsed: Output = serde_json::from_str(text.lines().last().unwrap_or_default())
+            .unwrap_or_else(|error| {
+                panic!(
+                    "the y-websocket driver said {text:?} ({error}); stderr: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            });
+        // Connection setup is counted too: it is small next to a step's updates.
+        let cpu = target.cpu_seconds() - cpu_before;
+        let over = parsed.per_delivery.p99_us > 100_000 || parsed.delivered < parsed.sent * 10;
+        steps.push(ThroughputStep {
+            offered_updates_per_second: rate,
+            updates_per_second: parsed.sent as f64 / step_seconds as f64,
+            deliveries_per_second: parsed.delivered as f64 / step_seconds as f64,
+            per_delivery: parsed.per_delivery,
+            server_cpu_percent: 100.0 * cpu / step_seconds as f64,
+        });
+        final_state_mismatches = Some(parsed.final_state_mismatches);
+        if over {
+            break;
+        }
+    }
+    Throughput {
+        system: System::YWebsocket,
+        one_key,
+        writers: 10,
+        observers: 10,
+        steps,
+        final_state_mismatches,
+    }
+}
+
 /// W3: `rooms` rooms of 5 participants, each changing an attribute every 2 s.
 #[derive(Debug, Serialize)]
 pub struct ManyRooms {
+    pub system: System,
     pub rooms: usize,
     pub updates_per_second: f64,
     pub server_cpu_percent: f64,
@@ -472,8 +562,8 @@ pub async fn many_rooms(target: &Target, rooms: usize, seconds: u64) -> ManyRoom
     for room in 0..rooms {
         for n in 0..5 {
             let (sink, mut stream) = join(
-                System::Roomstate,
-                target.addr,
+                target.system,
+                target.addr_for(n),
                 &format!("w3-{room}"),
                 &format!("p{n}"),
                 &[],
@@ -508,6 +598,7 @@ pub async fn many_rooms(target: &Target, rooms: usize, seconds: u64) -> ManyRoom
     let cpu = 100.0 * (target.cpu_seconds() - cpu_before) / elapsed;
     let rate = sent as f64 / elapsed;
     ManyRooms {
+        system: target.system,
         rooms,
         updates_per_second: rate,
         server_cpu_percent: cpu,
@@ -519,6 +610,7 @@ pub async fn many_rooms(target: &Target, rooms: usize, seconds: u64) -> ManyRoom
 /// how long until each has reconnected and resumed.
 #[derive(Debug, Serialize)]
 pub struct Resume {
+    pub system: System,
     pub clients: usize,
     /// From the drop until each client had `resumed`.
     pub until_resumed: Percentiles,
@@ -584,6 +676,7 @@ pub async fn resume_after_drop(target: &Target, clients: usize) -> Resume {
         keep.push(connection);
     }
     Resume {
+        system: target.system,
         clients,
         until_resumed: Percentiles::of(&samples),
         not_resumed,

@@ -21,7 +21,8 @@ pub async fn serve(socket: WebSocket, rooms: Arc<Rooms>, admission: Admission) {
     let close_tx = Arc::new(close_tx);
     let connection = Connection::new(frames_tx.clone(), close_tx.clone());
     let (mut sink, stream) = socket.split();
-    let admitted = match rooms.admit(admission, connection).await {
+    // Boxed: the join's future is large, and this one lives as long as the connection.
+    let admitted = match Box::pin(rooms.admit(admission, connection)).await {
         Ok(admitted) => admitted,
         Err(Unavailable(problem)) => {
             tracing::warn!(%problem, "cannot admit a connection: the cluster is unavailable");

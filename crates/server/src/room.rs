@@ -236,7 +236,7 @@ impl Rooms {
         };
         let room = RoomUse { room };
         if let Some(cluster) = &self.node.cluster {
-            room.sync(cluster).await?;
+            Box::pin(room.sync(cluster)).await?;
         }
         Ok(room)
     }
@@ -499,29 +499,52 @@ impl Room {
             at: now_millis(),
             command,
         };
+        match &self.node.cluster {
+            None => {
+                self.apply_here(entry, pending);
+                Ok(())
+            }
+            // Boxed: every connection's futures would otherwise carry the size of the
+            // Redis calls, on a single node too.
+            Some(cluster) => Box::pin(self.append(cluster, entry, pending)).await,
+        }
+    }
+
+    /// A single node's log: the entry is next, by this lock.
+    fn apply_here(self: &Arc<Self>, entry: LogEntry, pending: Option<Pending>) {
+        let mut state = self.state.lock();
+        if state.removed {
+            // A stale handle (a connection whose participant is gone): nobody here is in
+            // this room any more.
+            return;
+        }
+        if let Some(pending) = pending {
+            state.pending.insert(entry.ticket, pending);
+        }
+        state.applied = Position {
+            n: state.applied.n + 1,
+            id: String::new(),
+        };
+        self.apply(&mut state, entry);
+        self.finish(state);
+    }
+
+    async fn append(
+        self: &Arc<Self>,
+        cluster: &Cluster,
+        entry: LogEntry,
+        pending: Option<Pending>,
+    ) -> Result<(), Unavailable> {
         let ticket = entry.ticket;
-        let cluster = {
+        {
             let mut state = self.state.lock();
             if state.removed {
-                // A stale handle (a connection whose participant is gone): nobody here is
-                // in this room any more.
                 return Ok(());
             }
             if let Some(pending) = pending {
                 state.pending.insert(ticket, pending);
             }
-            let Some(cluster) = &self.node.cluster else {
-                let position = Position {
-                    n: state.applied.n + 1,
-                    id: String::new(),
-                };
-                state.applied = position;
-                self.apply(&mut state, entry);
-                self.finish(state);
-                return Ok(());
-            };
-            cluster
-        };
+        }
         match cluster.append(&self.name, &entry).await {
             Ok(position) => {
                 self.offer(position, entry);
