@@ -204,6 +204,7 @@ pub async fn idle_connections(
                     let _sink = sink;
                     while let Some(Ok(_)) = stream.next().await {}
                 })
+                .abort_handle()
             }
         });
         held.extend(futures_util::future::join_all(joins).await);
