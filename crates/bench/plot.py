@@ -66,6 +66,8 @@ if w2:
         axes.plot([s["deliveries_per_second"] for s in steps], [s["per_delivery"]["p99_us"] / 1000 for s in steps], style,
                   color=colors[r["system"]], label=f"{labels[r['system']]}, {'one key' if r['one_key'] else 'distinct keys'}")
     axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.axhline(100, color="#cc0000", linewidth=0.8, linestyle=":")
     axes.set_xlabel("deliveries per second")
     axes.set_ylabel("p99 delivery latency (ms)")
     axes.set_title("W2: 10 writers, 10 observers of every key")
