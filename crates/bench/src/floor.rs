@@ -21,7 +21,7 @@ pub async fn serve() {
         tokio::spawn(async move {
             // The same buffer sizes roomstate uses.
             let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-                .read_buffer_size(4096)
+                .read_buffer_size(1024)
                 .write_buffer_size(4096);
             let Ok(socket) =
                 tokio_tungstenite::accept_async_with_config(stream, Some(config)).await

@@ -15,6 +15,43 @@ use crate::harness::{
     fast_options, Client, Heard, RedisServer, TestServer, Token, KEY, PATIENCE, SECRET,
 };
 
+/// `roomstate serve --redis URL --node-id ID` (flags, no config file) joins the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_the_cluster_from_the_command_line() {
+    let server = TestServer::cluster(2, "");
+    let redis_url = server.redis.as_ref().unwrap().url();
+    let mut flagged = std::process::Command::new(env!("CARGO_BIN_EXE_roomstate"))
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--keys",
+            &format!("{KEY}:{SECRET}"),
+        ])
+        .args(["--redis", &redis_url, "--node-id", "from-flags"])
+        .env("ROOMSTATE_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(flagged.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let url = line.trim().replace("roomstate listening on ", "");
+    let alice = Client::join(&server.node_url(0), &Token::new("r", "alice")).await;
+    let bob = Client::join(&url, &Token::new("r", "bob")).await;
+    alice.store().set("k", json!("from node 0")).await.unwrap();
+    assert_eq!(
+        bob.store().get("k").await.unwrap().unwrap().value,
+        json!("from node 0")
+    );
+    drop(bob);
+    flagged.kill().unwrap();
+    flagged.wait().unwrap();
+}
+
 async fn store_api(node_http_url: &str, method: &str, body: Value) -> Value {
     let claims = Claims {
         iss: KEY.into(),
