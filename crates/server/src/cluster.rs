@@ -19,7 +19,7 @@ use redis::AsyncCommands;
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::command::LogEntry;
+use crate::command::{Command, LogEntry};
 
 /// How to reach the cluster's Redis, and how quickly to give up on it and on dead nodes.
 #[derive(Debug, Clone, Deserialize)]
@@ -79,8 +79,10 @@ pub enum Delivery {
     },
     /// The subscription connection came back: anything may have been missed.
     Resubscribed,
-    /// `node` is dead and had participants in `room`.
-    NodeGone { node: String, room: String },
+    /// A dead node's participants were removed from `room` by an entry this node
+    /// appended: the node should apply it now (and send its webhooks), even if it
+    /// holds no copy of the room.
+    Reaped { room: String },
 }
 
 enum Subscription {
@@ -115,6 +117,8 @@ pub struct Cluster {
     save_snapshot: redis::Script,
     subscriptions: mpsc::UnboundedSender<Subscription>,
     index: mpsc::UnboundedSender<(String, bool)>,
+    /// Tickets of entries this process appended and has not applied yet.
+    own: parking_lot::Mutex<HashSet<u64>>,
 }
 
 impl Cluster {
@@ -142,6 +146,7 @@ impl Cluster {
             save_snapshot: redis::Script::new(SAVE_SNAPSHOT),
             subscriptions,
             index,
+            own: Default::default(),
         });
         cluster.heartbeat().await?;
         tokio::spawn(subscriber(
@@ -201,7 +206,8 @@ impl Cluster {
     pub async fn append(&self, room: &str, entry: &LogEntry) -> Result<Position, Unavailable> {
         let text = serde_json::to_string(entry).expect("log entries serialize");
         let mut connection = self.commands.clone();
-        let (n, id): (u64, String) = self
+        self.own.lock().insert(entry.ticket);
+        let appended: Result<(u64, String), _> = self
             .run(
                 self.append
                     .key(self.key(room, "n"))
@@ -210,8 +216,19 @@ impl Cluster {
                     .arg(format!("{}{room}", self.channel_prefix()))
                     .invoke_async(&mut connection),
             )
-            .await?;
-        Ok(Position { n, id })
+            .await;
+        match appended {
+            Ok((n, id)) => Ok(Position { n, id }),
+            Err(unavailable) => {
+                self.own.lock().remove(&entry.ticket);
+                Err(unavailable)
+            }
+        }
+    }
+
+    /// Whether this process appended the entry with `ticket` and has not applied it.
+    pub fn take_own(&self, ticket: u64) -> bool {
+        self.own.lock().remove(&ticket)
     }
 
     /// Up to `count` entries of `room`'s log after `after`.
@@ -372,11 +389,19 @@ impl Cluster {
                 .run(connection.smembers(self.node_rooms_key(&node)))
                 .await?;
             tracing::warn!(%node, rooms = rooms.len(), "node stopped heartbeating; removing its participants");
+            for room in &rooms {
+                let gone = LogEntry {
+                    origin: self.node_id.clone(),
+                    ticket: crate::command::next_ticket(),
+                    at: crate::room::now_millis(),
+                    command: Command::NodeGone { node: node.clone() },
+                };
+                // On failure the claim expires and a later round (here or elsewhere)
+                // appends again; applying it twice removes nobody twice.
+                self.append(room, &gone).await?;
+            }
             for room in rooms {
-                let _ = deliveries.send(Delivery::NodeGone {
-                    node: node.clone(),
-                    room,
-                });
+                let _ = deliveries.send(Delivery::Reaped { room });
             }
             self.run(
                 redis::pipe()

@@ -12,6 +12,12 @@ use std::collections::BTreeMap;
 use roomstate_protocol::{Claims, ClientMessage, Millis, RequestId, Seq};
 use serde::{Deserialize, Serialize};
 
+/// A new ticket, unique within this process.
+pub fn next_ticket() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LogEntry {
     /// The node that appended the entry: only it answers the caller and sends webhooks.

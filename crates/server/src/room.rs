@@ -10,7 +10,6 @@
 //! may resume), so one slow reader never slows the room.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -314,13 +313,10 @@ impl Rooms {
                             room.spawn_sync();
                         }
                     }
-                    Delivery::NodeGone { node, room } => {
+                    Delivery::Reaped { room } => {
                         let rooms = rooms.clone();
-                        tokio::spawn(async move {
-                            if let Ok(room) = rooms.open(&room).await {
-                                let _ = room.submit(Command::NodeGone { node }, None).await;
-                            }
-                        });
+                        // Loading the room applies the entry; the use ends at once.
+                        tokio::spawn(async move { drop(rooms.open(&room).await) });
                     }
                 }
             }
@@ -470,8 +466,6 @@ struct Applying {
     at: Millis,
 }
 
-static NEXT_TICKET: AtomicU64 = AtomicU64::new(1);
-
 impl Room {
     pub fn name(&self) -> &str {
         &self.name
@@ -495,7 +489,7 @@ impl Room {
     ) -> Result<(), Unavailable> {
         let entry = LogEntry {
             origin: self.node.id.clone(),
-            ticket: NEXT_TICKET.fetch_add(1, Ordering::Relaxed),
+            ticket: crate::command::next_ticket(),
             at: now_millis(),
             command,
         };
@@ -615,6 +609,7 @@ impl Room {
 
     fn apply_logged(self: &Arc<Self>, state: &mut RoomState, position: Position, entry: LogEntry) {
         let n = position.n;
+        // Whoever appended it saves the snapshot; any copy would save the same one.
         let snapshot_due = entry.origin == self.node.id && n % SNAPSHOT_EVERY == 0;
         state.applied = position;
         let ended = self.apply(state, entry);
@@ -797,10 +792,16 @@ impl Room {
             at,
             command,
         } = entry;
-        let applying = Applying {
-            origin: origin == self.node.id,
-            at,
-        };
+        // In a cluster, a copy loaded from Redis replays entries this node appended
+        // long ago: only entries this process appended and has not applied yet are its
+        // own (answers, webhooks, counters happen once).
+        let own = origin == self.node.id
+            && self
+                .node
+                .cluster
+                .as_ref()
+                .is_none_or(|cluster| cluster.take_own(ticket));
+        let applying = Applying { origin: own, at };
         let pending = if applying.origin {
             state.pending.remove(&ticket)
         } else {

@@ -52,6 +52,45 @@ async fn a_node_joins_the_cluster_from_the_command_line() {
     flagged.wait().unwrap();
 }
 
+/// A node that let a room go and loads it again replays entries it appended long ago:
+/// their webhooks must not go out twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_reloads_a_room_does_not_repeat_its_webhooks() {
+    let (url, receiver) = crate::server_api::start_receiver(0).await;
+    let server = TestServer::cluster(
+        2,
+        &format!("[webhook]\nurls = [\"{url}\"]\napi_key = \"{KEY}\"\n"),
+    );
+    let alice = Client::join(&server.node_url(0), &Token::new("r", "alice")).await;
+    let bob = Client::join(&server.node_url(1), &Token::new("r", "bob")).await;
+    alice.room.disconnect().await;
+    bob.heard.wait_for(Heard::Left("alice".into())).await;
+    // Node 0 holds nobody in the room now and lets it go; carol makes it load it again.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _carol = Client::join(&server.node_url(0), &Token::new("r", "carol")).await;
+    bob.heard.wait_for(Heard::Joined("carol".into())).await;
+    let mut events = receiver.wait_for(5).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        receiver.deliveries.lock().len(),
+        5,
+        "no event went out twice"
+    );
+    events.sort();
+    let mut expected: Vec<(String, String)> = [
+        ("room_started", ""),
+        ("participant_joined", "alice"),
+        ("participant_joined", "bob"),
+        ("participant_left", "alice"),
+        ("participant_joined", "carol"),
+    ]
+    .iter()
+    .map(|(event, who)| (event.to_string(), who.to_string()))
+    .collect();
+    expected.sort();
+    assert_eq!(events, expected);
+}
+
 async fn store_api(node_http_url: &str, method: &str, body: Value) -> Value {
     let claims = Claims {
         iss: KEY.into(),

@@ -368,13 +368,13 @@ async fn the_json_encoding_and_the_session_store_api() {
 }
 
 /// Records webhook deliveries, refusing the first `fail_first`.
-struct Receiver {
-    deliveries: Mutex<Vec<(String, String)>>,
+pub(crate) struct Receiver {
+    pub(crate) deliveries: Mutex<Vec<(String, String)>>,
     refused: Mutex<usize>,
     fail_first: usize,
 }
 
-async fn start_receiver(fail_first: usize) -> (String, Arc<Receiver>) {
+pub(crate) async fn start_receiver(fail_first: usize) -> (String, Arc<Receiver>) {
     let receiver = Arc::new(Receiver {
         deliveries: Mutex::default(),
         refused: Mutex::new(0),
@@ -425,7 +425,7 @@ impl Receiver {
             .collect()
     }
 
-    async fn wait_for(&self, count: usize) -> Vec<(String, String)> {
+    pub(crate) async fn wait_for(&self, count: usize) -> Vec<(String, String)> {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         while self.deliveries.lock().len() < count {
             assert!(
