@@ -36,7 +36,8 @@ pub use listener::{KeyChangeListener, RoomListener};
 pub use room::{KeyListenerHandle, LocalParticipant, Room, SessionStore};
 pub use roomstate_protocol::{ConnectRefusalCode, Limit};
 pub use types::{
-    ConnectOptions, ConnectionState, DisconnectReason, Participant, StoreEntry, ThreadStartHook,
+    ConnectOptions, ConnectionState, DisconnectReason, Participant, StoreEntry, StoreRead,
+    ThreadStartHook,
 };
 
 /// A room listener that ignores everything, for apps that only use key listeners.

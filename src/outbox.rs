@@ -8,7 +8,14 @@ use tokio::sync::oneshot;
 
 use crate::error::RoomError;
 
-pub(crate) type ReplySender = oneshot::Sender<Result<ReplyBody, RoomError>>;
+pub(crate) type ReplySender = oneshot::Sender<Result<Answer, RoomError>>;
+
+/// A successful reply, and whether the server answered from a copy that may be behind
+/// (a cluster node that could not reach Redis).
+pub(crate) struct Answer {
+    pub body: ReplyBody,
+    pub stale: bool,
+}
 
 /// Who wants the reply.
 pub(crate) enum ReplyTarget {

@@ -15,9 +15,9 @@ use crate::connection;
 use crate::dispatch::{Dispatcher, ListenerSlot};
 use crate::error::RoomError;
 use crate::listener::{KeyChangeListener, RoomListener};
-use crate::outbox::{ReplyTarget, Withdrawn};
+use crate::outbox::{Answer, ReplyTarget, Withdrawn};
 use crate::state::{EngineState, ListenerId, Notify};
-use crate::types::{ConnectOptions, ConnectionState, Participant, StoreEntry};
+use crate::types::{ConnectOptions, ConnectionState, Participant, StoreEntry, StoreRead};
 
 /// What every handle of one room shares.
 pub(crate) struct Shared {
@@ -44,7 +44,7 @@ impl Shared {
     }
 
     /// Queues a request and waits for its answer, at most `request_timeout`.
-    async fn request(&self, message: ClientMessage) -> Result<ReplyBody, RoomError> {
+    async fn request(&self, message: ClientMessage) -> Result<Answer, RoomError> {
         let (reply, answer) = oneshot::channel();
         let ticket = {
             let mut state = self.state.lock();
@@ -287,21 +287,37 @@ impl SessionStore {
     /// The key's entry: from the engine's copy when the key is observed, else from the
     /// server.
     pub async fn get(&self, key: &str) -> Result<Option<StoreEntry>, RoomError> {
-        if let Some(cached) = self.shared.state.lock().keys.cached(key) {
-            return Ok(cached);
+        self.read(key).await.map(|read| read.entry)
+    }
+
+    /// Like [`get`](Self::get), and says whether the entry may be out of date: the
+    /// engine's copy while it is not connected, or a cluster node's copy while that node
+    /// cannot reach Redis.
+    pub async fn read(&self, key: &str) -> Result<StoreRead, RoomError> {
+        {
+            let state = self.shared.state.lock();
+            if let Some(cached) = state.keys.cached(key) {
+                return Ok(StoreRead {
+                    entry: cached,
+                    may_be_stale: state.connection != ConnectionState::Connected,
+                });
+            }
         }
-        let reply = self
+        let answer = self
             .shared
             .request(ClientMessage::Get {
                 id: 0,
                 keys: vec![key.to_string()],
             })
             .await?;
-        match reply {
-            ReplyBody::Entries(entries) => Ok(entries
-                .into_iter()
-                .find(|entry| entry.key == key)
-                .and_then(StoreEntry::from_wire)),
+        match answer.body {
+            ReplyBody::Entries(entries) => Ok(StoreRead {
+                entry: entries
+                    .into_iter()
+                    .find(|entry| entry.key == key)
+                    .and_then(StoreEntry::from_wire),
+                may_be_stale: answer.stale,
+            }),
             other => Err(unexpected(other)),
         }
     }
@@ -348,7 +364,7 @@ impl SessionStore {
                 if_version,
             },
         };
-        match self.shared.request(message).await? {
+        match self.shared.request(message).await?.body {
             ReplyBody::Entry(entry) => Ok(entry.version),
             other => Err(unexpected(other)),
         }
@@ -406,7 +422,7 @@ impl LocalParticipant {
     }
 
     async fn update(&self, message: ClientMessage) -> Result<Participant, RoomError> {
-        match self.shared.request(message).await? {
+        match self.shared.request(message).await?.body {
             ReplyBody::Participant(info) => Ok(self
                 .shared
                 .state

@@ -187,10 +187,11 @@ impl EngineState {
         let Some(pending) = self.outbox.answered(reply.id) else {
             return; // Its caller gave up waiting.
         };
+        let stale = reply.stale;
         match (pending.target, reply.outcome) {
             (ReplyTarget::Caller(caller), outcome) => {
                 let _ = caller.send(match outcome {
-                    Outcome::Ok(body) => Ok(body),
+                    Outcome::Ok(body) => Ok(crate::outbox::Answer { body, stale }),
                     Outcome::Error(error) => Err(error.into()),
                 });
             }

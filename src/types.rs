@@ -7,6 +7,16 @@ use std::time::Duration;
 use roomstate_protocol::{Entry, ParticipantInfo};
 use serde_json::Value;
 
+/// What [`SessionStore::read`](crate::SessionStore::read) found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreRead {
+    /// `None`: the key does not exist.
+    pub entry: Option<StoreEntry>,
+    /// The answer came from a copy that may be behind: the engine's own while it is not
+    /// connected, or a cluster node's while that node cannot reach Redis.
+    pub may_be_stale: bool,
+}
+
 /// One key of the session store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoreEntry {

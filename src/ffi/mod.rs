@@ -32,6 +32,14 @@ pub struct StoreEntry {
     pub updated_at_ms: u64,
 }
 
+/// What `read` found: the entry (`null`: absent), and whether it may be out of date
+/// (the engine is reconnecting, or the server's node cannot reach its Redis).
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct StoreRead {
+    pub entry: Option<StoreEntry>,
+    pub may_be_stale: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct Participant {
     pub sid: String,
@@ -284,6 +292,15 @@ impl SessionStore {
 
     pub async fn get(&self, key: String) -> Result<Option<StoreEntry>, RoomError> {
         Ok(self.inner.get(&key).await?.map(Into::into))
+    }
+
+    /// Like `get`, and says whether the entry may be out of date.
+    pub async fn read(&self, key: String) -> Result<StoreRead, RoomError> {
+        let read = self.inner.read(&key).await?;
+        Ok(StoreRead {
+            entry: read.entry.map(Into::into),
+            may_be_stale: read.may_be_stale,
+        })
     }
 
     /// Writes `value_json` (JSON text; `null` deletes); returns the new version.

@@ -361,8 +361,15 @@ async fn redis_stopped_and_restarted_during_writes_loses_no_acknowledged_write()
     })
     .await;
 
+    let fresh = bob.store().read("before").await.unwrap();
+    assert!(!fresh.may_be_stale, "{fresh:?}");
+
     server.redis.as_mut().unwrap().stop();
     wait_until("both nodes to refuse writes", || both(&refused, 3)).await;
+    // The engine's read says so too: bob's node answered from its copy.
+    let read = bob.store().read("before").await.unwrap();
+    assert_eq!(read.entry.unwrap().value, json!(1));
+    assert!(read.may_be_stale, "a read while Redis is down may be stale");
     // Meanwhile a node answers reads from its own copy, and says so.
     let read = store_api(
         &server.node_http_url(1),

@@ -103,6 +103,9 @@ async fn writes_made_while_cut_off_are_sent_on_resume() {
     let bob = Client::join(&server.url(), &Token::new("r", "bob")).await;
     let bob_sees = bob.observe(&["k"]);
     bob_sees.wait_for(Heard::Key("k".into(), None)).await;
+    let alice_sees = alice.observe(&["k"]);
+    alice_sees.wait_for(Heard::Key("k".into(), None)).await;
+    assert!(!alice.store().read("k").await.unwrap().may_be_stale);
 
     proxy.refuse(true);
     proxy.cut();
@@ -118,6 +121,8 @@ async fn writes_made_while_cut_off_are_sent_on_resume() {
         .heard
         .wait_for(Heard::Connection(ConnectionState::Reconnecting))
         .await;
+    // Cut off, the engine's copy may be behind, and its reads say so.
+    assert!(alice.store().read("k").await.unwrap().may_be_stale);
     tokio::time::sleep(Duration::from_millis(200)).await; // let the writes queue up behind the outage
     proxy.refuse(false);
     let versions = pending.await.unwrap();

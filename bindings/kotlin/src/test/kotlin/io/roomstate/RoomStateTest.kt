@@ -2,6 +2,7 @@ package io.roomstate
 
 import java.util.concurrent.CopyOnWriteArrayList
 import kotlin.test.assertEquals
+import kotlin.test.assertFalse
 import kotlin.test.assertNull
 import kotlin.test.assertTrue
 import kotlinx.coroutines.Dispatchers
@@ -91,6 +92,9 @@ class RoomStateTest {
         assertEquals("alice", entry.updatedBy)
         assertEquals(Pinned("Welcome", "alice"), entry.decode<Pinned>())
         assertEquals(Pinned("Welcome", "alice"), bob.sessionStore().getValue<Pinned>("pinned"))
+        val read = bob.sessionStore().read("pinned")
+        assertEquals(version, read.entry?.version)
+        assertFalse(read.mayBeStale, "a connected engine reading from one node")
         bob.sessionStore().delete("pinned")
         assertNull(alice.sessionStore().get("pinned"))
     }
