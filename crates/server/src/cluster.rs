@@ -69,6 +69,22 @@ pub struct Position {
     pub id: String,
 }
 
+impl Position {
+    /// Whether this entry was appended after `other` although its number is not higher:
+    /// Redis lost the room's log (restarted without it, or from an older save) and
+    /// numbers it again from where its copy stops.
+    pub fn renumbered_since(&self, other: &Position) -> bool {
+        fn parse(id: &str) -> Option<(u64, u64)> {
+            let (ms, seq) = id.split_once('-')?;
+            Some((ms.parse().ok()?, seq.parse().ok()?))
+        }
+        match (parse(&self.id), parse(&other.id)) {
+            (Some(this), Some(that)) => self.n <= other.n && this > that,
+            _ => false,
+        }
+    }
+}
+
 /// What the cluster hands to the node's rooms.
 pub enum Delivery {
     /// An entry appended to a room this node subscribed to.

@@ -130,9 +130,12 @@ impl ServerConfig {
             }
         }
         if let Some(redis) = &self.redis {
-            if !redis.url.starts_with("redis://") && !redis.url.starts_with("rediss://") {
+            if !["redis://", "redis+unix://", "unix://"]
+                .iter()
+                .any(|scheme| redis.url.starts_with(scheme))
+            {
                 return Err(ConfigError::Invalid(format!(
-                    "redis.url must look like redis://host:port/db, got {:?}",
+                    "redis.url must look like redis://host:port/db (or redis+unix:///path), got {:?}",
                     redis.url
                 )));
             }

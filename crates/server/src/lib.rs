@@ -37,11 +37,25 @@ pub async fn serve(
                 .clone()
                 .unwrap_or_else(|| format!("node-{:08x}", rand::random::<u32>()));
             let (sender, deliveries) = tokio::sync::mpsc::unbounded_channel();
-            let cluster = cluster::Cluster::connect(redis.clone(), node_id.clone(), sender)
-                .await
-                .map_err(|cluster::Unavailable(problem)| {
-                    std::io::Error::other(format!("cannot join the cluster: {problem}"))
-                })?;
+            // Redis may be starting too: keep trying for a while, saying so.
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+            let cluster = loop {
+                match cluster::Cluster::connect(redis.clone(), node_id.clone(), sender.clone())
+                    .await
+                {
+                    Ok(cluster) => break cluster,
+                    Err(cluster::Unavailable(problem)) => {
+                        if tokio::time::Instant::now() >= deadline {
+                            return Err(std::io::Error::other(format!(
+                                "cannot join the cluster at {}: {problem}",
+                                redis.url
+                            )));
+                        }
+                        tracing::warn!(url = %redis.url, %problem, "cannot reach Redis yet; retrying");
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                }
+            };
             tracing::info!(node = %node_id, "joined the cluster");
             (Some((node_id, cluster)), Some(deliveries))
         }

@@ -347,6 +347,9 @@ struct RoomState {
     ahead: BTreeMap<u64, (Position, LogEntry)>,
     /// Whether a check that the gap filled is scheduled.
     gap_check: bool,
+    /// Set when Redis numbered entries again from below this copy (it lost the log):
+    /// the next catch-up starts over from what Redis has.
+    log_reset: bool,
     pending: HashMap<u64, Pending>,
     /// Open `RoomUse`s.
     users: usize,
@@ -556,6 +559,13 @@ impl Room {
     /// entries were missed, and the room catches up from the log first.
     fn offer(self: &Arc<Self>, position: Position, entry: LogEntry) {
         let mut state = self.state.lock();
+        if state.loaded && position.renumbered_since(&state.applied) && !state.log_reset {
+            tracing::error!(room = %self.name, "Redis lost this room's log (restarted without persistence?); starting over from what it has");
+            state.log_reset = true;
+            drop(state);
+            self.spawn_sync();
+            return;
+        }
         if !state.loaded || position.n <= state.applied.n {
             return; // Not loaded yet (loading reads it), or already applied.
         }
@@ -647,7 +657,12 @@ impl Room {
             cluster.subscribe(&self.name).await?;
             let snapshot = cluster.load_snapshot(&self.name).await?;
             let mut state = self.state.lock();
-            self.install(&mut state, snapshot);
+            self.install(&mut state, snapshot, false);
+        }
+        if self.state.lock().log_reset {
+            let snapshot = cluster.load_snapshot(&self.name).await?;
+            let mut state = self.state.lock();
+            self.install(&mut state, snapshot, true);
         }
         loop {
             let after = self.state.lock().applied.clone();
@@ -657,11 +672,13 @@ impl Room {
             let Some((first, _)) = batch.first() else {
                 break;
             };
-            if first.n > after.n + 1 {
-                // The log was trimmed past this copy: start again from the snapshot.
+            let reset = first.renumbered_since(&after);
+            if reset || first.n > after.n + 1 {
+                // Trimmed past this copy, or lost by Redis: start again from the
+                // snapshot Redis has.
                 let snapshot = cluster.load_snapshot(&self.name).await?;
                 let mut state = self.state.lock();
-                self.install(&mut state, snapshot);
+                self.install(&mut state, snapshot, reset);
                 continue;
             }
             let full = batch.len() == CATCH_UP_BATCH;
@@ -684,7 +701,13 @@ impl Room {
 
     /// Replaces this copy with a snapshot. Local connections missed what happened in
     /// between, so they are closed, to resume.
-    fn install(self: &Arc<Self>, state: &mut RoomState, snapshot: Option<(Position, String)>) {
+    /// `over`: replace the copy even if the snapshot is older (Redis lost the log).
+    fn install(
+        self: &Arc<Self>,
+        state: &mut RoomState,
+        snapshot: Option<(Position, String)>,
+        over: bool,
+    ) {
         let (position, session) = match snapshot {
             Some((position, text)) => match serde_json::from_str::<RoomSnapshot<Session>>(&text) {
                 Ok(snapshot) => (position, snapshot.session),
@@ -695,9 +718,11 @@ impl Room {
             },
             None => (Position::default(), None),
         };
-        if state.loaded && position.n <= state.applied.n {
+        if state.loaded && position.n <= state.applied.n && !over {
             return;
         }
+        state.log_reset = false;
+        state.ahead.clear();
         if let Some(old) = state.session.take() {
             self.node.metrics.rooms.dec();
             for participant in old.participants.values() {

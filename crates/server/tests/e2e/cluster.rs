@@ -91,6 +91,41 @@ async fn a_node_that_reloads_a_room_does_not_repeat_its_webhooks() {
     assert_eq!(events, expected);
 }
 
+/// Redis restarted empty (no persistence): the nodes notice that the room's log starts
+/// over below their copies, drop the copies, and the clients join the new session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_start_over_when_redis_loses_the_log() {
+    let mut server = TestServer::cluster(2, "");
+    let alice = Client::join(&server.node_url(0), &Token::new("r", "alice")).await;
+    let bob = Client::join(&server.node_url(1), &Token::new("r", "bob")).await;
+    alice.store().set("k", json!(1)).await.unwrap();
+    let old_session = alice.room.session_id();
+
+    let redis = server.redis.as_mut().unwrap();
+    redis.stop();
+    redis.resume(); // empty: it saved nothing
+                    // The first write after the restart is numbered from 1 again. Its outcome depends on
+                    // when the node noticed; what matters is what follows.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let _ = alice.store().set("k", json!(2)).await;
+        let (a, b) = (alice.room.session_id(), bob.room.session_id());
+        if a.is_some() && a == b && a != old_session {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alice ({a:?}) and bob ({b:?}) never met in a new session"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    alice.store().set("after", json!(3)).await.unwrap();
+    assert_eq!(
+        bob.store().get("after").await.unwrap().unwrap().value,
+        json!(3)
+    );
+}
+
 async fn store_api(node_http_url: &str, method: &str, body: Value) -> Value {
     let claims = Claims {
         iss: KEY.into(),

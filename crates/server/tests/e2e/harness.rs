@@ -172,10 +172,11 @@ impl Drop for TestServer {
     }
 }
 
-/// A real `redis-server` on a free port, with nothing saved to disk.
+/// A real `redis-server` on a Unix socket in the test's folder (no port for another
+/// test to take in between), with nothing saved to disk unless durable.
 pub struct RedisServer {
     child: Option<Child>,
-    pub port: u16,
+    socket: std::path::PathBuf,
     dir: std::path::PathBuf,
     durable: bool,
 }
@@ -192,14 +193,9 @@ impl RedisServer {
     }
 
     fn start_with(dir: &std::path::Path, durable: bool) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let mut redis = RedisServer {
             child: None,
-            port,
+            socket: dir.join("redis.sock"),
             dir: dir.to_path_buf(),
             durable,
         };
@@ -208,21 +204,24 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        format!("redis+unix://{}", self.socket.display())
     }
 
-    /// Stops it (SIGKILL): every connection to it drops, and the data is gone.
+    /// Stops it (SIGKILL): every connection to it drops, and unsaved data is gone.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+        let _ = std::fs::remove_file(&self.socket);
     }
 
-    /// Starts it (again) on the same port.
+    /// Starts it (again) on the same socket.
     pub fn resume(&mut self) {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--port", "0", "--unixsocketperm", "700"])
+            .arg("--unixsocket")
+            .arg(&self.socket)
             .args(["--save", ""])
             .args(if self.durable {
                 ["--appendonly", "yes", "--appendfsync", "always"]
@@ -237,7 +236,7 @@ impl RedisServer {
             .expect("redis-server must be installed (scripts/test.sh installs it)");
         self.child = Some(child);
         let deadline = std::time::Instant::now() + PATIENCE;
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "redis-server did not start"
