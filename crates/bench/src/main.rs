@@ -164,17 +164,7 @@ async fn run(
             println!("(y-websocket could not be installed: the peer is left out)");
         }
         for &n in sizes {
-            let systems: &[System] = if peer {
-                &[
-                    System::Floor,
-                    System::Roomstate,
-                    System::RoomstateCluster,
-                    System::YWebsocket,
-                ]
-            } else {
-                &[System::Floor, System::Roomstate, System::RoomstateCluster]
-            };
-            for &system in systems {
+            for system in systems(peer) {
                 let target = Target::start(system, roomstate_bin);
                 let result = if system == System::YWebsocket {
                     workloads::propagation_peer(&target, n, seconds)
@@ -214,15 +204,7 @@ async fn run(
         );
         let peer = target::ensure_peer_installed();
         for one_key in [false, true] {
-            for system in [
-                System::Floor,
-                System::Roomstate,
-                System::RoomstateCluster,
-                System::YWebsocket,
-            ] {
-                if system == System::YWebsocket && !peer {
-                    continue;
-                }
+            for system in systems(peer) {
                 let target = Target::start(system, roomstate_bin);
                 let result = if system == System::YWebsocket {
                     workloads::throughput_peer(&target, one_key, rates, step)
@@ -282,15 +264,7 @@ async fn run(
         );
         let peer = target::ensure_peer_installed();
         for connections in sizes {
-            for system in [
-                System::Floor,
-                System::Roomstate,
-                System::RoomstateCluster,
-                System::YWebsocket,
-            ] {
-                if system == System::YWebsocket && !peer {
-                    continue;
-                }
+            for system in systems(peer) {
                 let target = Target::start(system, roomstate_bin);
                 let result = workloads::idle_connections(&target, connections, 50).await;
                 println!(
@@ -335,6 +309,18 @@ async fn run(
         }
     }
     results
+}
+
+/// Every system, the peer only if it could be installed.
+fn systems(peer: bool) -> impl Iterator<Item = System> {
+    [
+        System::Floor,
+        System::Roomstate,
+        System::RoomstateCluster,
+        System::YWebsocket,
+    ]
+    .into_iter()
+    .filter(move |system| peer || *system != System::YWebsocket)
 }
 
 /// Draws the PNG plots with crates/bench/plot.py (matplotlib, installed when missing).

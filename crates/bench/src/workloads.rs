@@ -30,6 +30,23 @@ pub struct Propagation {
     pub missing: u64,
 }
 
+/// Runs the y-websocket driver (Node, on the load core) and reads the JSON it prints last.
+fn run_peer_driver<T: serde::de::DeserializeOwned>(args: &[&str]) -> T {
+    let output = std::process::Command::new("taskset")
+        .args(["-c", &crate::target::LOAD_CORE.to_string(), "node"])
+        .arg(crate::target::peer_dir().join("driver.mjs"))
+        .args(args)
+        .output()
+        .expect("run the y-websocket driver");
+    let text = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or_default()).unwrap_or_else(|error| {
+        panic!(
+            "the y-websocket driver said {text:?} ({error}); stderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
 /// W1 against y-websocket: its own Node driver (Yjs clients) on the load core.
 pub fn propagation_peer(target: &Target, observers: usize, seconds: u64) -> Propagation {
     #[derive(serde::Deserialize)]
@@ -39,25 +56,12 @@ pub fn propagation_peer(target: &Target, observers: usize, seconds: u64) -> Prop
         until_all: Percentiles,
         missing: u64,
     }
-    let output = std::process::Command::new("taskset")
-        .args(["-c", &crate::target::LOAD_CORE.to_string(), "node"])
-        .arg(crate::target::peer_dir().join("driver.mjs"))
-        .args([
-            "w1",
-            &format!("ws://{}", target.addr),
-            &observers.to_string(),
-            &seconds.to_string(),
-        ])
-        .output()
-        .expect("run the y-websocket driver");
-    let text = String::from_utf8_lossy(&output.stdout);
-    let parsed: Output = serde_json::from_str(text.lines().last().unwrap_or_default())
-        .unwrap_or_else(|error| {
-            panic!(
-                "the y-websocket driver said {text:?} ({error}); stderr: {}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-        });
+    let parsed: Output = run_peer_driver(&[
+        "w1",
+        &format!("ws://{}", target.addr),
+        &observers.to_string(),
+        &seconds.to_string(),
+    ]);
     Propagation {
         system: System::YWebsocket,
         observers,
@@ -502,26 +506,13 @@ pub fn throughput_peer(
     let mut final_state_mismatches = None;
     for &rate in rates {
         let cpu_before = target.cpu_seconds();
-        let output = std::process::Command::new("taskset")
-            .args(["-c", &crate::target::LOAD_CORE.to_string(), "node"])
-            .arg(crate::target::peer_dir().join("driver.mjs"))
-            .args([
-                "w2",
-                &format!("ws://{}", target.addr),
-                if one_key { "one" } else { "distinct" },
-                &rate.to_string(),
-                &step_seconds.to_string(),
-            ])
-            .output()
-            .expect("run the y-websocket driver");
-        let text = String::from_utf8_lossy(&output.stdout);
-        let parsed: Output = serde_json::from_str(text.lines().last().unwrap_or_default())
-            .unwrap_or_else(|error| {
-                panic!(
-                    "the y-websocket driver said {text:?} ({error}); stderr: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                )
-            });
+        let parsed: Output = run_peer_driver(&[
+            "w2",
+            &format!("ws://{}", target.addr),
+            if one_key { "one" } else { "distinct" },
+            &rate.to_string(),
+            &step_seconds.to_string(),
+        ]);
         // Connection setup is counted too: it is small next to a step's updates.
         let cpu = target.cpu_seconds() - cpu_before;
         let over = parsed.per_delivery.p99_us > 100_000 || parsed.delivered < parsed.sent * 10;
