@@ -259,14 +259,15 @@ impl Rooms {
             resume_token: format!("{:032x}", rand::random::<u128>()),
             session_id: format!("SE_{}", random_id()),
         };
-        room.submit(
-            command,
-            Some(Pending::Admit {
-                connection,
-                admitted,
-            }),
-        )
-        .await?;
+        let ticket = room
+            .submit(
+                command,
+                Some(Pending::Admit {
+                    connection,
+                    admitted,
+                }),
+            )
+            .await?;
         let answer = tokio::time::timeout(self.wait_limit(), answer).await;
         match answer {
             Ok(Ok((sid, epoch, initial))) => Ok(Admitted {
@@ -275,9 +276,12 @@ impl Rooms {
                 epoch,
                 initial,
             }),
-            _ => Err(Unavailable(
-                "the join was stored but this node could not read it back in time".into(),
-            )),
+            _ => {
+                room.forget(ticket);
+                Err(Unavailable(
+                    "the join was stored but this node could not read it back in time".into(),
+                ))
+            }
         }
     }
 
@@ -485,26 +489,33 @@ impl Room {
     /// Appends `command` to the room's log; it is applied before this returns on a
     /// single node, and when it comes back from the log in a cluster. Fails only in a
     /// cluster, when Redis did not store the entry.
+    /// Returns the entry's ticket, under which `pending` waits.
     async fn submit(
         self: &Arc<Self>,
         command: Command,
         pending: Option<Pending>,
-    ) -> Result<(), Unavailable> {
+    ) -> Result<u64, Unavailable> {
+        let ticket = crate::command::next_ticket();
         let entry = LogEntry {
             origin: self.node.id.clone(),
-            ticket: crate::command::next_ticket(),
+            ticket,
             at: now_millis(),
             command,
         };
         match &self.node.cluster {
-            None => {
-                self.apply_here(entry, pending);
-                Ok(())
-            }
+            None => self.apply_here(entry, pending),
             // Boxed: every connection's futures would otherwise carry the size of the
             // Redis calls, on a single node too.
-            Some(cluster) => Box::pin(self.append(cluster, entry, pending)).await,
+            Some(cluster) => Box::pin(self.append(cluster, entry, pending)).await?,
         }
+        Ok(ticket)
+    }
+
+    /// Stops waiting on the entry `ticket`: whoever waited gave up. (A join applied
+    /// later finds no connection, and its participant departs after the grace period.)
+    fn forget(self: &Arc<Self>, ticket: u64) {
+        self.state.lock().pending.remove(&ticket);
+        self.release_if_unused();
     }
 
     /// A single node's log: the entry is next, by this lock.
@@ -1130,7 +1141,7 @@ impl Room {
             epoch,
             message,
         };
-        let Err(Unavailable(problem)) = self.submit(command, None).await else {
+        let Err(Unavailable(problem)) = self.submit(command, None).await.map(drop) else {
             return;
         };
         let Some(id) = id else {
@@ -1867,12 +1878,15 @@ impl Rooms {
             return Err(AdminError::NoSuchRoom(room.to_string()));
         }
         let (answer, outcome) = oneshot::channel();
-        found.submit(command, Some(Pending::Admin(answer))).await?;
+        let ticket = found.submit(command, Some(Pending::Admin(answer))).await?;
         match tokio::time::timeout(self.wait_limit(), outcome).await {
             Ok(Ok(outcome)) => outcome,
-            _ => Err(AdminError::Unavailable(
-                "the change was stored but this node could not read it back in time".into(),
-            )),
+            _ => {
+                found.forget(ticket);
+                Err(AdminError::Unavailable(
+                    "the change was stored but this node could not read it back in time".into(),
+                ))
+            }
         }
     }
 
