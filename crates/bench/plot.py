@@ -22,6 +22,18 @@ labels = {
 }
 w1 = results.get("propagation", [])
 
+
+def finish(figure, axes, title, xlabel, ylabel, name):
+    """Labels, grid and legend, then saves `name` in the output folder."""
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(out / name, dpi=120)
+
+
 if w1:
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for system in colors:
@@ -33,13 +45,8 @@ if w1:
         axes.plot(n, [r["until_all"]["p99_us"] / 1000 for r in runs], "--", color=colors[system], label=f"{labels[system]} p99")
     axes.set_xscale("log")
     axes.set_yscale("log")
-    axes.set_xlabel("observers (N)")
-    axes.set_ylabel("until all N have the write (ms)")
-    axes.set_title("W1: one writer at 20 Hz, 64-byte value")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(out / "w1-latency-vs-n.png", dpi=120)
+    finish(figure, axes, "W1: one writer at 20 Hz, 64-byte value", "observers (N)",
+           "until all N have the write (ms)", "w1-latency-vs-n.png")
 
     largest = max(r["observers"] for r in w1)
     for n in sorted({100, largest}):
@@ -49,13 +56,8 @@ if w1:
             if cdf:
                 axes.plot([us / 1000 for _, us in cdf], [q for q, _ in cdf], color=colors[r["system"]], label=labels[r["system"]])
         axes.set_xscale("log")
-        axes.set_xlabel("delivery latency (ms)")
-        axes.set_ylabel("fraction of deliveries")
-        axes.set_title(f"W1 latency CDF, N = {n}")
-        axes.grid(True, which="both", alpha=0.3)
-        axes.legend(fontsize=8)
-        figure.tight_layout()
-        figure.savefig(out / f"w1-cdf-n{n}.png", dpi=120)
+        finish(figure, axes, f"W1 latency CDF, N = {n}", "delivery latency (ms)",
+               "fraction of deliveries", f"w1-cdf-n{n}.png")
 
 w2 = results.get("throughput", [])
 if w2:
@@ -68,12 +70,7 @@ if w2:
     axes.set_xscale("log")
     axes.set_yscale("log")
     axes.axhline(100, color="#cc0000", linewidth=0.8, linestyle=":")
-    axes.set_xlabel("deliveries per second")
-    axes.set_ylabel("p99 delivery latency (ms)")
-    axes.set_title("W2: 10 writers, 10 observers of every key")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(out / "w2-throughput.png", dpi=120)
+    finish(figure, axes, "W2: 10 writers, 10 observers of every key", "deliveries per second",
+           "p99 delivery latency (ms)", "w2-throughput.png")
 
 print("plots written to", out)

@@ -407,7 +407,7 @@ impl Cluster {
             tracing::warn!(%node, rooms = rooms.len(), "node stopped heartbeating; removing its participants");
             for room in &rooms {
                 let gone = LogEntry {
-                    origin: self.node_id.clone(),
+                    origin: self.node_id.as_str().into(),
                     ticket: crate::command::next_ticket(),
                     at: crate::room::now_millis(),
                     command: Command::NodeGone { node: node.clone() },

@@ -8,6 +8,7 @@
 //! log is just the order in which the room's lock is taken.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use roomstate_protocol::{Claims, ClientMessage, Millis, RequestId, Seq};
 use serde::{Deserialize, Serialize};
@@ -21,7 +22,8 @@ pub fn next_ticket() -> u64 {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LogEntry {
     /// The node that appended the entry: only it answers the caller and sends webhooks.
-    pub origin: String,
+    /// Shared, not copied: every request builds an entry.
+    pub origin: Arc<str>,
     /// The origin's name for whoever waits on this entry (a joining connection, a
     /// server API call).
     pub ticket: u64,

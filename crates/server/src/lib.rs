@@ -64,7 +64,7 @@ pub async fn serve(
     let rooms = room::Rooms::new(Arc::new(room::Node {
         id: cluster
             .as_ref()
-            .map_or_else(|| "local".to_string(), |(id, _)| id.clone()),
+            .map_or_else(|| "local".into(), |(id, _)| id.as_str().into()),
         metrics: metrics::Metrics::new(),
         webhooks,
         config: config.clone(),

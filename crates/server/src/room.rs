@@ -51,7 +51,7 @@ const GAP_WAIT: Duration = Duration::from_millis(25);
 /// What every room of a node shares.
 pub struct Node {
     /// This node's name in the cluster (and in log entries it appends).
-    pub id: String,
+    pub id: Arc<str>,
     pub config: ServerConfig,
     pub metrics: Metrics,
     pub webhooks: Option<Webhooks>,
@@ -200,10 +200,6 @@ impl Rooms {
 
     pub fn metrics(&self) -> &Metrics {
         &self.node.metrics
-    }
-
-    pub fn node_id(&self) -> &str {
-        &self.node.id
     }
 
     pub fn room_count(&self) -> usize {
@@ -756,7 +752,7 @@ impl Room {
             .session
             .iter()
             .flat_map(|session| session.participants.iter())
-            .filter(|(_, participant)| participant.node == self.node.id)
+            .filter(|(_, participant)| *participant.node == *self.node.id)
             .map(|(sid, _)| sid.clone())
             .collect();
         for sid in here {
@@ -780,7 +776,7 @@ impl Room {
                 session
                     .participants
                     .values()
-                    .any(|participant| participant.node == self.node.id)
+                    .any(|participant| *participant.node == *self.node.id)
             });
         if needed {
             return;
@@ -1478,7 +1474,7 @@ impl Room {
                         session.participants.get(&sid).is_some_and(|participant| {
                             participant.epoch == epoch
                                 && participant.connection.is_none()
-                                && participant.node == room.node.id
+                                && *participant.node == *room.node.id
                         })
                     })
                 };

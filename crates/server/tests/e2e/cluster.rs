@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use roomstate::{ConnectOptions, ConnectionState, RoomError};
-use roomstate_protocol::{Claims, Limit, VideoGrant};
-use roomstate_server::auth::{mint_token, unix_now};
+use roomstate_protocol::Limit;
 use serde_json::{json, Value};
 
 use crate::harness::{
     fast_options, Client, Heard, RedisServer, TestServer, Token, KEY, PATIENCE, SECRET,
 };
+use crate::server_api::{admin_token, event, post_json_to, start_receiver};
 
 /// `roomstate serve --redis URL --node-id ID` (flags, no config file) joins the cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,7 +56,7 @@ async fn a_node_joins_the_cluster_from_the_command_line() {
 /// their webhooks must not go out twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_reloads_a_room_does_not_repeat_its_webhooks() {
-    let (url, receiver) = crate::server_api::start_receiver(0).await;
+    let (url, receiver) = start_receiver(0).await;
     let server = TestServer::cluster(
         2,
         &format!("[webhook]\nurls = [\"{url}\"]\napi_key = \"{KEY}\"\n"),
@@ -65,30 +65,37 @@ async fn a_node_that_reloads_a_room_does_not_repeat_its_webhooks() {
     let bob = Client::join(&server.node_url(1), &Token::new("r", "bob")).await;
     alice.room.disconnect().await;
     bob.heard.wait_for(Heard::Left("alice".into())).await;
-    // Node 0 holds nobody in the room now and lets it go; carol makes it load it again.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Node 0 holds nobody in the room now and lets it go (its room gauge drops to 0);
+    // carol makes it load the room again, replaying the log.
+    let metrics_url = format!("{}/metrics", server.node_http_url(0));
+    let deadline = Instant::now() + PATIENCE;
+    while !reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .contains("roomstate_rooms 0")
+    {
+        assert!(Instant::now() < deadline, "node 0 never let the room go");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let _carol = Client::join(&server.node_url(0), &Token::new("r", "carol")).await;
-    bob.heard.wait_for(Heard::Joined("carol".into())).await;
-    let mut events = receiver.wait_for(5).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        receiver.deliveries.lock().len(),
-        5,
-        "no event went out twice"
-    );
+    // Node 0 sends its events in order, and a repeat from the replay would have been
+    // queued before carol's join: once that is here, any repeat is here too.
+    let mut events = receiver
+        .wait_for_event(event("participant_joined", "carol"))
+        .await;
     events.sort();
-    let mut expected: Vec<(String, String)> = [
-        ("room_started", ""),
-        ("participant_joined", "alice"),
-        ("participant_joined", "bob"),
-        ("participant_left", "alice"),
-        ("participant_joined", "carol"),
-    ]
-    .iter()
-    .map(|(event, who)| (event.to_string(), who.to_string()))
-    .collect();
+    let mut expected = vec![
+        event("room_started", ""),
+        event("participant_joined", "alice"),
+        event("participant_joined", "bob"),
+        event("participant_left", "alice"),
+        event("participant_joined", "carol"),
+    ];
     expected.sort();
-    assert_eq!(events, expected);
+    assert_eq!(events, expected, "no event went out twice");
 }
 
 /// Redis restarted empty (no persistence): the nodes notice that the room's log starts
@@ -127,28 +134,9 @@ async fn nodes_start_over_when_redis_loses_the_log() {
 }
 
 async fn store_api(node_http_url: &str, method: &str, body: Value) -> Value {
-    let claims = Claims {
-        iss: KEY.into(),
-        exp: Some(unix_now() + 600),
-        video: VideoGrant {
-            room: body["room"].as_str().unwrap().into(),
-            room_admin: true,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    reqwest::Client::new()
-        .post(format!(
-            "{node_http_url}/twirp/roomstate.SessionStore/{method}"
-        ))
-        .bearer_auth(mint_token(&claims, SECRET))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    let token = admin_token(body["room"].as_str().unwrap());
+    let path = format!("roomstate.SessionStore/{method}");
+    post_json_to(node_http_url, &path, &token, body).await.1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

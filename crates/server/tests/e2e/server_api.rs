@@ -213,8 +213,18 @@ async fn post_json(
     token: &str,
     body: Value,
 ) -> (StatusCode, Value) {
+    post_json_to(&server.http_url(), path, token, body).await
+}
+
+/// Posts a Twirp call to the node at `http_url`.
+pub(crate) async fn post_json_to(
+    http_url: &str,
+    path: &str,
+    token: &str,
+    body: Value,
+) -> (StatusCode, Value) {
     let response = reqwest::Client::new()
-        .post(format!("{}/twirp/{path}", server.http_url()))
+        .post(format!("{http_url}/twirp/{path}"))
         .bearer_auth(token)
         .json(&body)
         .send()
@@ -224,7 +234,7 @@ async fn post_json(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-fn admin_token(room: &str) -> String {
+pub(crate) fn admin_token(room: &str) -> String {
     let claims = Claims {
         iss: KEY.into(),
         exp: Some(unix_now() + 600),
@@ -425,6 +435,22 @@ impl Receiver {
             .collect()
     }
 
+    /// Waits until `event` arrived; returns every event so far.
+    pub(crate) async fn wait_for_event(&self, event: (String, String)) -> Vec<(String, String)> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let events = self.events();
+            if events.contains(&event) {
+                return events;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {event:?} in {events:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub(crate) async fn wait_for(&self, count: usize) -> Vec<(String, String)> {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         while self.deliveries.lock().len() < count {
@@ -439,7 +465,7 @@ impl Receiver {
     }
 }
 
-fn event(name: &str, who: &str) -> (String, String) {
+pub(crate) fn event(name: &str, who: &str) -> (String, String) {
     (name.to_string(), who.to_string())
 }
 
