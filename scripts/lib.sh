@@ -27,3 +27,12 @@ apt_install() {
 
 # Where cargo puts its output (honours CARGO_TARGET_DIR).
 target_dir() { echo "${CARGO_TARGET_DIR:-$PWD/target}"; }
+
+# On a machine that reaches no crates.io, Maven Central or npm registry, point cargo,
+# Maven and npm at the package sets in ../shared/offline (when that folder exists).
+# Elsewhere this does nothing.
+use_offline_package_sets() {
+  local activate="../shared/offline/activate.sh"
+  [ -f "$activate" ] || return 0
+  bash "$activate" --if-needed
+}

@@ -2,7 +2,7 @@
 //! sends queued requests and applies what the server says.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use roomstate_protocol::{
@@ -11,6 +11,7 @@ use roomstate_protocol::{
 };
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
@@ -35,6 +36,10 @@ pub(crate) async fn run(shared: Arc<Shared>, joined: oneshot::Sender<Result<(), 
         shared: Arc::clone(&shared),
     };
     let mut joined = Some(joined);
+    if let Err(message) = shared.options.check() {
+        fail_first(&mut joined, RoomError::InvalidRequest { message });
+        return;
+    }
     let tls = match tls_connector(&shared.options) {
         Ok(tls) => tls,
         Err(message) => {
@@ -175,7 +180,12 @@ async fn session(
     let mut closing = shared.closing.subscribe();
     let mut ping = tokio::time::interval(shared.options.ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
+    // Any frame from the server, a pong included, proves the link alive: the deadline
+    // moves with each one, so a quiet but healthy room never times out, and a link that
+    // went silent (half-open, server frozen) is given up exactly `ping_timeout` after
+    // its last frame.
+    let silence = tokio::time::sleep(shared.options.ping_timeout);
+    tokio::pin!(silence);
     loop {
         let frames = shared.state.lock().outbox.take_sendable();
         if !frames.is_empty() {
@@ -196,11 +206,12 @@ async fn session(
                 let _ = tokio::time::timeout(Duration::from_millis(500), sink.close()).await;
                 return Ended::Closed(DisconnectReason::ClientRequested);
             }
-            message = next_message(&mut stream) => {
-                last_heard = Instant::now();
-                match message {
-                    Ok(ServerMessage::Goodbye { reason, message }) => return goodbye(reason, message),
-                    Ok(message) => {
+            frame = next_frame(&mut stream) => {
+                silence.as_mut().reset(Instant::now() + shared.options.ping_timeout);
+                match frame {
+                    Ok(None) => {}
+                    Ok(Some(ServerMessage::Goodbye { reason, message })) => return goodbye(reason, message),
+                    Ok(Some(message)) => {
                         let mut state = shared.state.lock();
                         state.on_message(message, &shared.notify(store));
                     }
@@ -208,10 +219,13 @@ async fn session(
                 }
             }
             _ = shared.wake.notified() => {}
+            _ = &mut silence => {
+                return Ended::Lost(format!(
+                    "no frame from the server for {:?} (the ping timeout)",
+                    shared.options.ping_timeout
+                ));
+            }
             _ = ping.tick() => {
-                if last_heard.elapsed() > shared.options.ping_timeout {
-                    return Ended::Lost("no frame from the server within the ping timeout".into());
-                }
                 if let Err(error) = sink.send(Message::Ping(Default::default())).await {
                     return Ended::Lost(format!("ping failed: {error}"));
                 }
@@ -231,23 +245,31 @@ fn goodbye(reason: CloseReason, message: String) -> Ended {
     }
 }
 
-/// The next protocol message; control frames are handled on the way.
+/// The next frame from the server: a protocol message, or `None` for a ping, pong or
+/// other control frame (nothing to apply, but proof that the link is alive).
+async fn next_frame(
+    stream: &mut futures_util::stream::SplitStream<Socket>,
+) -> Result<Option<ServerMessage>, Ended> {
+    match stream.next().await {
+        Some(Ok(Message::Text(text))) => serde_json::from_str(text.as_str())
+            .map(Some)
+            .map_err(|error| Ended::Lost(format!("unreadable frame from the server: {error}"))),
+        Some(Ok(Message::Close(frame))) => {
+            Err(Ended::Lost(format!("closed by the server: {frame:?}")))
+        }
+        Some(Ok(_)) => Ok(None),
+        Some(Err(error)) => Err(Ended::Lost(format!("connection error: {error}"))),
+        None => Err(Ended::Lost("the connection ended".into())),
+    }
+}
+
+/// The next protocol message, skipping control frames (for the handshake).
 async fn next_message(
     stream: &mut futures_util::stream::SplitStream<Socket>,
 ) -> Result<ServerMessage, Ended> {
     loop {
-        match stream.next().await {
-            Some(Ok(Message::Text(text))) => {
-                return serde_json::from_str(text.as_str()).map_err(|error| {
-                    Ended::Lost(format!("unreadable frame from the server: {error}"))
-                });
-            }
-            Some(Ok(Message::Close(frame))) => {
-                return Err(Ended::Lost(format!("closed by the server: {frame:?}")))
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(error)) => return Err(Ended::Lost(format!("connection error: {error}"))),
-            None => return Err(Ended::Lost("the connection ended".into())),
+        if let Some(message) = next_frame(stream).await? {
+            return Ok(message);
         }
     }
 }

@@ -109,9 +109,10 @@ pub struct ConnectOptions {
     pub request_timeout: Duration,
     /// How long the first connection may take.
     pub connect_timeout: Duration,
-    /// The engine pings this often, and gives a connection up after `ping_timeout`
-    /// without any frame.
+    /// The engine pings the server this often; the server answers each ping with a pong.
     pub ping_interval: Duration,
+    /// A connection from which no frame at all (a pong counts) arrived for this long is
+    /// taken as dead, and the engine reconnects. Must be longer than `ping_interval`.
     pub ping_timeout: Duration,
     /// Backoff between reconnect attempts: doubles from min to max, with jitter.
     pub reconnect_backoff_min: Duration,
@@ -143,6 +144,29 @@ impl std::fmt::Debug for ConnectOptions {
             .field("fallback_urls", &self.fallback_urls)
             .field("on_thread_start", &self.on_thread_start.is_some())
             .finish()
+    }
+}
+
+impl ConnectOptions {
+    /// Checks what would make the keep-alive misfire: a ping timeout that does not
+    /// leave room for at least one ping and its pong would drop a healthy connection.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.ping_interval.is_zero() {
+            return Err("ping_interval must be more than 0".into());
+        }
+        if self.ping_timeout <= self.ping_interval {
+            return Err(format!(
+                "ping_timeout ({:?}) must be longer than ping_interval ({:?})",
+                self.ping_timeout, self.ping_interval
+            ));
+        }
+        if self.reconnect_backoff_min > self.reconnect_backoff_max {
+            return Err(format!(
+                "reconnect_backoff_min ({:?}) is above reconnect_backoff_max ({:?})",
+                self.reconnect_backoff_min, self.reconnect_backoff_max
+            ));
+        }
+        Ok(())
     }
 }
 

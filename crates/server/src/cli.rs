@@ -158,7 +158,59 @@ pub enum StoreCommand {
         /// Keys to watch (default: all).
         #[arg(long, value_delimiter = ',')]
         keys: Vec<String>,
+        #[command(flatten)]
+        keepalive: Keepalive,
     },
+}
+
+/// Join a room as a participant (visible to everyone) and print what it sees: who is
+/// there, who comes and goes, attribute and metadata changes, and the session store.
+///
+/// Stays connected until Ctrl-C (then leaves) or until the server ends the connection.
+/// Example: roomstate join class-7 --identity alice --can-update-metadata --attribute hand=down
+#[derive(Args, Debug)]
+pub struct JoinArgs {
+    pub room: String,
+    #[arg(long)]
+    pub identity: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub metadata: Option<String>,
+    /// An initial attribute, key=value (repeatable).
+    #[arg(long = "attribute", value_parser = parse_pair)]
+    pub attributes: Vec<(String, String)>,
+    /// Let the participant change its own attributes, metadata and name (also through
+    /// `roomstate participant update`, which needs no grant).
+    #[arg(long)]
+    pub can_update_metadata: bool,
+    /// Store keys to print (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub keys: Vec<String>,
+    #[command(flatten)]
+    pub keepalive: Keepalive,
+}
+
+/// The engine's keep-alive (docs/protocol.md, Keepalive). Shorter values notice a dead
+/// link sooner at the cost of more pings.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct Keepalive {
+    /// Ping the server this often, in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    pub ping_interval_ms: u64,
+    /// Reconnect after this long without any frame from the server, in milliseconds.
+    #[arg(long, default_value_t = 15_000)]
+    pub ping_timeout_ms: u64,
+}
+
+impl Keepalive {
+    fn options(self) -> roomstate::ConnectOptions {
+        roomstate::ConnectOptions {
+            ping_interval: Duration::from_millis(self.ping_interval_ms),
+            ping_timeout: Duration::from_millis(self.ping_timeout_ms),
+            ..roomstate::ConnectOptions::default()
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -337,6 +389,7 @@ pub async fn room(server: &Server, command: RoomCommand) -> Result<(), CliError>
             }
             if response.rooms.is_empty() {
                 println!("no rooms with an active session");
+                return Ok(());
             }
             let rows = response.rooms.iter().map(|room| {
                 vec![
@@ -528,7 +581,11 @@ pub async fn store(server: &Server, command: StoreCommand) -> Result<(), CliErro
                 .await?;
             response.entries
         }
-        StoreCommand::Watch { room, keys } => return watch(server, room, keys).await,
+        StoreCommand::Watch {
+            room,
+            keys,
+            keepalive,
+        } => return watch(server, room, keys, keepalive).await,
     };
     if server.json {
         print_json(&entries);
@@ -549,10 +606,45 @@ pub async fn store(server: &Server, command: StoreCommand) -> Result<(), CliErro
     Ok(())
 }
 
-/// Prints store changes as a hidden participant hears them.
+/// Prints what a CLI participant hears: store changes, and (for `join`) the room's
+/// participants.
 struct Printer {
     json: bool,
+    participants: bool,
+    /// Put before each text line (`[alice] `), so a participant's lines stand apart from
+    /// a watcher's in one terminal.
+    prefix: String,
     ended: tokio::sync::mpsc::UnboundedSender<roomstate::DisconnectReason>,
+}
+
+impl Printer {
+    fn participant_event(&self, event: &str, participant: &roomstate::Participant, detail: &str) {
+        if !self.participants {
+            return;
+        }
+        if self.json {
+            let line = serde_json::json!({
+                "event": event,
+                "identity": participant.identity,
+                "name": participant.name,
+                "metadata": participant.metadata,
+                "attributes": participant.attributes,
+            });
+            println!("{line}");
+        } else {
+            let attributes: BTreeMap<_, _> = participant.attributes.iter().collect();
+            let attributes: Vec<String> = attributes
+                .into_iter()
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect();
+            println!(
+                "{}{event}: {}{detail}  [{}]",
+                self.prefix,
+                participant.identity,
+                attributes.join(" ")
+            );
+        }
+    }
 }
 
 impl roomstate::KeyChangeListener for Printer {
@@ -568,10 +660,10 @@ impl roomstate::KeyChangeListener for Printer {
         } else {
             match entry {
                 Some(entry) => println!(
-                    "{key} = {}  (v{} by {})",
-                    entry.value, entry.version, entry.updated_by
+                    "{}{key} = {}  (v{} by {})",
+                    self.prefix, entry.value, entry.version, entry.updated_by
                 ),
-                None => println!("{key} is absent"),
+                None => println!("{}{key} is absent", self.prefix),
             }
         }
     }
@@ -589,9 +681,30 @@ impl roomstate::RoomListener for Printer {
             _ => {}
         }
     }
+    fn on_participant_joined(&self, participant: roomstate::Participant) {
+        self.participant_event("joined", &participant, "");
+    }
+    fn on_participant_left(&self, participant: roomstate::Participant) {
+        self.participant_event("left", &participant, "");
+    }
+    fn on_attributes_changed(&self, participant: roomstate::Participant, changed: Vec<String>) {
+        let detail = format!(" changed {}", changed.join(","));
+        self.participant_event("attributes", &participant, &detail);
+    }
+    fn on_metadata_changed(&self, participant: roomstate::Participant, _old: String, new: String) {
+        self.participant_event("metadata", &participant, &format!(" = {new:?}"));
+    }
+    fn on_name_changed(&self, participant: roomstate::Participant, _old: String, new: String) {
+        self.participant_event("name", &participant, &format!(" = {new:?}"));
+    }
 }
 
-async fn watch(server: &Server, room: String, keys: Vec<String>) -> Result<(), CliError> {
+async fn watch(
+    server: &Server,
+    room: String,
+    keys: Vec<String>,
+    keepalive: Keepalive,
+) -> Result<(), CliError> {
     let identity = format!("roomstate-cli-{:08x}", rand::random::<u32>());
     let video = VideoGrant {
         room: room.clone(),
@@ -600,50 +713,134 @@ async fn watch(server: &Server, room: String, keys: Vec<String>) -> Result<(), C
         ..Default::default()
     };
     let token = server.sign(video, &identity, Duration::from_secs(24 * 3600))?;
-    let (ended, mut end) = tokio::sync::mpsc::unbounded_channel();
-    let printer = Arc::new(Printer {
-        json: server.json,
-        ended,
-    });
-    let url = server
-        .url
-        .replace("http://", "ws://")
-        .replace("https://", "wss://");
-    let joined = roomstate::Room::connect(
-        &url,
-        &token,
-        printer.clone(),
-        roomstate::ConnectOptions::default(),
-    )
-    .await;
-    let room_handle = joined.map_err(|error| match error {
-        roomstate::RoomError::Connect { message } => CliError::Unreachable {
-            url: server.url.clone(),
-            reason: message,
-        },
-        roomstate::RoomError::InvalidToken { message, .. } => CliError::Credentials(message),
-        other => CliError::Room(other),
-    })?;
-    let keys = if keys.is_empty() {
-        vec![WILDCARD_KEY.to_string()]
-    } else {
-        keys
+    let follow = Follow {
+        token,
+        prefix: String::new(),
+        keys,
+        keepalive,
+        participants: false,
     };
-    room_handle
-        .session_store()
-        .add_key_change_listener(keys, printer)?;
+    let room_handle = follow.connect(server).await?;
     eprintln!("watching room {room} (Ctrl-C to stop)");
-    tokio::select! {
-        reason = end.recv() => {
-            if matches!(reason, Some(roomstate::DisconnectReason::SessionEnded)) {
-                eprintln!("the session ended: everyone left the room");
-            } else {
-                eprintln!("disconnected: {reason:?}");
+    follow.run(room_handle).await
+}
+
+/// `roomstate join`: a visible participant that prints what it sees.
+pub async fn join(server: &Server, args: JoinArgs) -> Result<(), CliError> {
+    let (key, secret) = server.credentials()?;
+    let claims = Claims {
+        iss: key.to_string(),
+        sub: args.identity.clone(),
+        exp: Some(unix_now() + 24 * 3600),
+        name: args.name.unwrap_or_default(),
+        metadata: args.metadata.unwrap_or_default(),
+        attributes: args.attributes.into_iter().collect(),
+        video: VideoGrant {
+            room: args.room.clone(),
+            room_join: true,
+            can_update_own_metadata: Some(args.can_update_metadata),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let follow = Follow {
+        token: mint_token(&claims, secret),
+        prefix: format!("[{}] ", args.identity),
+        keys: args.keys,
+        keepalive: args.keepalive,
+        participants: true,
+    };
+    let room_handle = follow.connect(server).await?;
+    let others = room_handle.room.remote_participants();
+    eprintln!(
+        "joined room {} as {} with {} other participant(s) (Ctrl-C to leave)",
+        args.room,
+        args.identity,
+        others.len()
+    );
+    follow.run(room_handle).await
+}
+
+/// A CLI client that stays in a room and prints what it hears.
+struct Follow {
+    token: String,
+    prefix: String,
+    keys: Vec<String>,
+    keepalive: Keepalive,
+    participants: bool,
+}
+
+impl Follow {
+    async fn connect(&self, server: &Server) -> Result<Connected, CliError> {
+        let (ended, end) = tokio::sync::mpsc::unbounded_channel();
+        let printer = Arc::new(Printer {
+            json: server.json,
+            participants: self.participants,
+            prefix: self.prefix.clone(),
+            ended,
+        });
+        let url = server
+            .url
+            .replace("http://", "ws://")
+            .replace("https://", "wss://");
+        let joined =
+            roomstate::Room::connect(&url, &self.token, printer.clone(), self.keepalive.options())
+                .await;
+        let room = joined.map_err(|error| match error {
+            roomstate::RoomError::Connect { message } => CliError::Unreachable {
+                url: server.url.clone(),
+                reason: message,
+            },
+            roomstate::RoomError::InvalidToken { message, .. } => CliError::Credentials(message),
+            other => CliError::Room(other),
+        })?;
+        Ok(Connected { room, printer, end })
+    }
+
+    async fn run(&self, connected: Connected) -> Result<(), CliError> {
+        let Connected {
+            room,
+            printer,
+            mut end,
+        } = connected;
+        if self.participants {
+            for participant in room.remote_participants() {
+                printer.participant_event("present", &participant, "");
             }
         }
-        _ = tokio::signal::ctrl_c() => room_handle.disconnect().await,
+        let keys = if self.keys.is_empty() {
+            vec![WILDCARD_KEY.to_string()]
+        } else {
+            self.keys.clone()
+        };
+        room.session_store()
+            .add_key_change_listener(keys, printer)?;
+        tokio::select! {
+            reason = end.recv() => {
+                use roomstate::DisconnectReason as Reason;
+                let why = match reason {
+                    Some(Reason::SessionEnded) => "the session ended: everyone left the room".into(),
+                    Some(Reason::Removed) => "removed from the room (server API)".into(),
+                    Some(Reason::DuplicateIdentity) => {
+                        "disconnected: the same identity joined the room elsewhere".into()
+                    }
+                    Some(Reason::TokenRefused { message }) => {
+                        format!("disconnected: the server refused the token: {message}")
+                    }
+                    Some(Reason::ClientRequested) | None => "left the room".into(),
+                };
+                eprintln!("{}{why}", self.prefix);
+            }
+            _ = tokio::signal::ctrl_c() => room.disconnect().await,
+        }
+        Ok(())
     }
-    Ok(())
+}
+
+struct Connected {
+    room: roomstate::Room,
+    printer: Arc<Printer>,
+    end: tokio::sync::mpsc::UnboundedReceiver<roomstate::DisconnectReason>,
 }
 
 fn print_table(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) {

@@ -194,6 +194,29 @@ mod tests {
         );
     }
 
+    /// docs/configuration.md shows the defaults of the top-level settings and limits in
+    /// its sample file: they must be the defaults the server really has.
+    #[test]
+    fn the_documented_sample_shows_the_real_defaults() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let sample = doc
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("docs/configuration.md has a toml sample");
+        let documented: ServerConfig = toml::from_str(sample).expect("the sample parses");
+        let defaults = ServerConfig::default();
+        assert_eq!(documented.bind, defaults.bind);
+        assert_eq!(documented.reconnect_grace_ms, defaults.reconnect_grace_ms);
+        assert_eq!(documented.outbound_queue, defaults.outbound_queue);
+        assert_eq!(documented.replay_log_events, defaults.replay_log_events);
+        assert_eq!(documented.idle_timeout_ms, defaults.idle_timeout_ms);
+        assert_eq!(
+            serde_json::to_value(documented.limits).unwrap(),
+            serde_json::to_value(defaults.limits).unwrap()
+        );
+    }
+
     #[test]
     fn keys_and_limits_parse_from_flags() {
         let keys = ServerConfig::parse_keys("a:1, b:2").unwrap();

@@ -21,7 +21,7 @@ const EXAMPLES: &str = "\
 A first session:
   roomstate serve --dev                      # a server on ws://127.0.0.1:7880, keys devkey/secret
   export ROOMSTATE_API_KEY=devkey ROOMSTATE_API_SECRET=secret
-  roomstate token create --room class-7 --identity alice --can-update-metadata
+  roomstate join class-7 --identity alice --can-update-metadata   # a participant that prints what it sees
   roomstate store watch class-7              # live changes (joins hidden)
   roomstate store set class-7 pinned '{\"text\":\"Welcome\"}'
   roomstate participant update class-7 alice --attribute hand=up
@@ -54,6 +54,13 @@ enum Command {
     Participant {
         #[command(subcommand)]
         command: cli::ParticipantCommand,
+        #[command(flatten)]
+        server: cli::Server,
+    },
+    /// Join a room as a visible participant and print what it sees, until Ctrl-C.
+    Join {
+        #[command(flatten)]
+        args: cli::JoinArgs,
         #[command(flatten)]
         server: cli::Server,
     },
@@ -109,6 +116,7 @@ fn main() -> std::process::ExitCode {
         Command::Room { command, server } => client(cli::room(&server, command)),
         Command::Participant { command, server } => client(cli::participant(&server, command)),
         Command::Store { command, server } => client(cli::store(&server, command)),
+        Command::Join { args, server } => client(cli::join(&server, args)),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -202,4 +210,16 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks a command line's definition only when it is parsed; this checks every
+    /// subcommand's at once (duplicate names, groups, defaults).
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use roomstate::{ConnectionState, DisconnectReason};
 use serde_json::{json, Value};
@@ -319,4 +320,155 @@ async fn failures_are_explained() {
         help.contains("roomstate serve --dev"),
         "the help teaches: {help}"
     );
+}
+
+/// A long-running CLI command (`store watch`, `join`) whose stdout lines arrive on a
+/// channel and whose stderr is kept for the end.
+struct Running {
+    child: std::process::Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl Running {
+    fn start(url: &str, args: &[&str]) -> Running {
+        let mut child = command(url, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (lines_tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = lines_tx.send(line);
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// The next JSON line printed.
+    async fn next(&mut self) -> Value {
+        let line = tokio::time::timeout(PATIENCE, self.lines.recv())
+            .await
+            .expect("a line in time")
+            .expect("the command is running");
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"))
+    }
+
+    /// Interrupts it as Ctrl-C would; returns its stderr once it exited successfully.
+    async fn interrupt(self) -> String {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let output = tokio::task::spawn_blocking(move || self.child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(
+            output.status.success(),
+            "exited with {}: {stderr}",
+            output.status
+        );
+        stderr
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_watch_stays_connected_in_a_quiet_room() {
+    // The server closes after 600 ms without a frame; the watcher pings every 100 ms and
+    // would reconnect after 400 ms without one.
+    let server = TestServer::with_config("idle_timeout_ms = 600");
+    let alice = Client::join(&server.url(), &Token::new("quiet", "alice")).await;
+    let mut watch = Running::start(
+        &server.http_url(),
+        &[
+            "store",
+            "watch",
+            "quiet",
+            "--json",
+            "--ping-interval-ms",
+            "100",
+            "--ping-timeout-ms",
+            "400",
+        ],
+    );
+    alice.store().set("pinned", json!("first")).await.unwrap();
+    assert_eq!(watch.next().await["value"], "first");
+    tokio::time::sleep(Duration::from_secs(3)).await; // nothing changes
+    alice.store().set("pinned", json!("second")).await.unwrap();
+    let change = watch.next().await;
+    assert_eq!(change["value"], "second");
+    assert!(
+        watch.lines.try_recv().is_err(),
+        "nothing printed twice or replayed"
+    );
+    let stderr = watch.interrupt().await;
+    assert!(
+        !stderr.contains("reconnecting"),
+        "the watcher reconnected in a quiet room: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_puts_a_visible_participant_in_the_room_that_prints_what_it_sees() {
+    let server = TestServer::start();
+    let bob = Client::join(&server.url(), &Token::new("class-7", "bob")).await;
+    let mut alice = Running::start(
+        &server.http_url(),
+        &[
+            "join",
+            "class-7",
+            "--identity",
+            "alice",
+            "--attribute",
+            "role=host",
+            "--json",
+        ],
+    );
+    let present = alice.next().await;
+    assert_eq!(
+        (present["event"].as_str(), present["identity"].as_str()),
+        (Some("present"), Some("bob")),
+        "who was there first"
+    );
+    bob.heard.wait_for(Heard::Joined("alice".into())).await;
+    let others = bob.room.remote_participants();
+    assert_eq!(others.len(), 1, "alice is visible: {others:?}");
+    assert_eq!(others[0].identity, "alice");
+    assert_eq!(
+        others[0].attributes["role"], "host",
+        "the token's attributes"
+    );
+    let _carol = Client::join(&server.url(), &Token::new("class-7", "carol")).await;
+    let joined = alice.next().await;
+    assert_eq!(
+        (joined["event"].as_str(), joined["identity"].as_str()),
+        (Some("joined"), Some("carol"))
+    );
+
+    bob.store()
+        .set("pinned", json!({"text": "hi"}))
+        .await
+        .unwrap();
+    let change = alice.next().await;
+    assert_eq!(
+        (change["key"].as_str(), change["updated_by"].as_str()),
+        (Some("pinned"), Some("bob"))
+    );
+    bob.room
+        .local_participant()
+        .set_attributes([("hand".to_string(), "up".to_string())].into())
+        .await
+        .unwrap();
+    let attributes = alice.next().await;
+    assert_eq!(attributes["event"], "attributes");
+    assert_eq!(attributes["attributes"]["hand"], "up");
+
+    let stderr = alice.interrupt().await;
+    assert!(stderr.contains("joined room class-7 as alice"), "{stderr}");
+    bob.heard.wait_for(Heard::Left("alice".into())).await;
 }

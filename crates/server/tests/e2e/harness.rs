@@ -154,6 +154,19 @@ impl TestServer {
         format!("http://{}", self.addrs[node])
     }
 
+    /// Freezes node `node` with SIGSTOP (or thaws it with SIGCONT): its sockets stay
+    /// open and silent, as an overloaded or half-open server's would.
+    pub fn freeze(&self, node: usize, frozen: bool) {
+        let child = self.nodes[node].as_ref().expect("the node runs");
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// Kills node `node` with SIGKILL: no goodbye, no cleanup.
     pub fn kill_node(&mut self, node: usize) {
         if let Some(mut child) = self.nodes[node].take() {
@@ -166,6 +179,11 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         for child in self.nodes.iter_mut().flatten() {
+            // A frozen process takes SIGKILL too; thawing first lets it be reaped at once.
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(child.id().to_string())
+                .status();
             let _ = child.kill();
             let _ = child.wait();
         }
