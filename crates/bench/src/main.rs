@@ -5,6 +5,8 @@
 
 mod clients;
 mod floor;
+mod fuzz;
+mod hostile;
 mod stats;
 mod target;
 mod workloads;
@@ -48,6 +50,24 @@ enum Command {
     },
     /// Serve the floor (used by `run`).
     FloorServer,
+    /// Fuzz a real server with mutated frames and API bodies (docs/benchmarks.md).
+    Fuzz {
+        /// Frames and API calls to send.
+        #[arg(long, default_value_t = 100_000)]
+        iterations: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value = "target/release/roomstate")]
+        roomstate_bin: PathBuf,
+    },
+    /// One hostile participant at the default limits: the server's memory and /healthz
+    /// latency while it attacks.
+    Hostile {
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        #[arg(long, default_value = "target/release/roomstate")]
+        roomstate_bin: PathBuf,
+    },
 }
 
 #[derive(Serialize, Default)]
@@ -69,6 +89,62 @@ fn main() {
             .build()
             .unwrap()
             .block_on(floor::serve()),
+        Command::Fuzz {
+            iterations,
+            seed,
+            roomstate_bin,
+        } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let started = std::time::Instant::now();
+            let report = runtime.block_on(fuzz::run(&roomstate_bin, iterations, seed));
+            println!(
+                "fuzz (seed {seed}): {} frames ({} replies, {} rejected, {} goodbyes), {} API calls, {} decoder inputs accepted, in {:.1} s",
+                report.frames, report.replies, report.rejected, report.goodbyes, report.api_calls, report.decoded,
+                started.elapsed().as_secs_f64()
+            );
+            if !report.failures.is_empty() {
+                for failure in &report.failures {
+                    println!("FAILURE: {failure}");
+                }
+                std::process::exit(1);
+            }
+            println!("no failures");
+        }
+        Command::Hostile {
+            seconds,
+            roomstate_bin,
+        } => {
+            if let Some(core) = core_affinity::get_core_ids()
+                .unwrap_or_default()
+                .get(LOAD_CORE)
+            {
+                core_affinity::set_for_current(*core);
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let result = runtime.block_on(hostile::run(&roomstate_bin, seconds));
+            let mb = |bytes: u64| bytes as f64 / 1_048_576.0;
+            println!("hostile participant, default limits, {seconds} s: {} frames sent, {} connections cut", result.frames_sent, result.connections_cut);
+            println!(
+                "/healthz ({} probes): p50 {}  p99 {}  max {}",
+                result.healthz.count,
+                human(result.healthz.p50_us),
+                human(result.healthz.p99_us),
+                human(result.healthz.max_us)
+            );
+            println!(
+                "server RSS: before {:.1} MiB, max {:.1} MiB, after {:.1} MiB",
+                mb(result.rss_before_bytes),
+                mb(result.rss_max_bytes),
+                mb(result.rss_after_bytes)
+            );
+            println!("{}", serde_json::to_string(&result).unwrap());
+        }
         Command::Run {
             workloads,
             quick,

@@ -62,7 +62,7 @@ impl Target {
             System::Roomstate | System::RoomstateCluster => {
                 let mut config = format!(
                     // Large queues and limits: the bench measures speed, not protection.
-                    "bind = \"127.0.0.1:0\"\noutbound_queue = 65536\nidle_timeout_ms = 600000\n[limits]\nkeys = 100000\nstore_bytes = 1000000000\n[keys]\n{API_KEY} = \"{API_SECRET}\"\n"
+                    "bind = \"127.0.0.1:0\"\noutbound_queue = 65536\nidle_timeout_ms = 600000\nmax_connections_per_address = 1000000\n[limits]\nkeys = 100000\nstore_bytes = 1000000000\n[keys]\n{API_KEY} = \"{API_SECRET}\"\n"
                 );
                 let nodes = if system == System::RoomstateCluster {
                     let port = free_port();
@@ -180,6 +180,10 @@ fn spawn_listening(mut command: Command, system: System) -> (Child, SocketAddr) 
 }
 
 /// Resident memory of process `pid`, in bytes.
+pub fn rss_of(pid: u32) -> u64 {
+    rss_bytes(pid)
+}
+
 fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status

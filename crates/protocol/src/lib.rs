@@ -251,7 +251,7 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParticipantInfo {
     pub sid: String,
     pub identity: String,
@@ -406,6 +406,19 @@ pub enum CloseReason {
     /// The node cannot reach the room's shared state (Redis), or lost its place in the
     /// room's history: reconnect (to this node or another) and resume.
     Unavailable,
+    /// The client sent a frame larger than `limits.frame_bytes` (close code 1009).
+    FrameTooLarge,
+}
+
+impl CloseReason {
+    /// The WebSocket close code the server sends with this goodbye.
+    pub fn close_code(self) -> u16 {
+        match self {
+            CloseReason::Left => 1000,
+            CloseReason::FrameTooLarge => 1009,
+            _ => 4000,
+        }
+    }
 }
 
 impl CloseReason {

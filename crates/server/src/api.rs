@@ -37,7 +37,7 @@ pub struct TwirpError {
 }
 
 impl TwirpError {
-    fn new(code: &str, msg: impl Into<String>) -> Self {
+    pub fn new(code: &str, msg: impl Into<String>) -> Self {
         TwirpError {
             code: code.to_string(),
             msg: msg.into(),
@@ -53,6 +53,7 @@ impl TwirpError {
             "not_found" | "bad_route" => StatusCode::NOT_FOUND,
             "aborted" | "already_exists" => StatusCode::CONFLICT,
             "resource_exhausted" => StatusCode::TOO_MANY_REQUESTS,
+            "deadline_exceeded" => StatusCode::REQUEST_TIMEOUT,
             "failed_precondition" => StatusCode::PRECONDITION_FAILED,
             "unimplemented" => StatusCode::NOT_IMPLEMENTED,
             "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
@@ -382,21 +383,13 @@ async fn session_store(
         "Get" => {
             let request: StoreKeyRequest = decode_json(body)?;
             authorize(state, headers, Grant::RoomAdmin(&request.room))?;
-            let (mut entries, stale) = rooms
-                .store_entries(&request.room, std::slice::from_ref(&request.key))
-                .await?;
-            let entry = entries.remove(0);
+            let (entry, stale) = rooms.store_entry(&request.room, &request.key).await?;
             Ok(axum::Json(StoreEntryResponse { entry, stale }).into_response())
         }
         "List" => {
             let request: StoreListRequest = decode_json(body)?;
             authorize(state, headers, Grant::RoomAdmin(&request.room))?;
-            let (entries, stale) = rooms
-                .store_entries(
-                    &request.room,
-                    &[roomstate_protocol::WILDCARD_KEY.to_string()],
-                )
-                .await?;
+            let (entries, stale) = rooms.store_list(&request.room).await?;
             Ok(axum::Json(StoreListResponse { entries, stale }).into_response())
         }
         "Set" | "Delete" => {

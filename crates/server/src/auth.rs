@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use roomstate_protocol::{Claims, ConnectRefusal, ConnectRefusalCode};
+use roomstate_protocol::{Claims, ConnectRefusal, ConnectRefusalCode, Limits};
 
 /// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECS: u64 = 10;
@@ -49,8 +49,10 @@ impl Authenticator {
                 format!("unknown API key {:?}", unverified.iss),
             )
         })?;
+        // As LiveKit: a token must expire. One without `exp` would let whoever copied it
+        // join for ever, and no revocation list exists to stop it.
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.required_spec_claims.clear();
+        validation.required_spec_claims = ["exp".to_string()].into();
         validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECS;
         let claims = jsonwebtoken::decode::<Claims>(
@@ -67,6 +69,10 @@ impl Authenticator {
                 ConnectRefusalCode::TokenNotYetValid,
                 "the access token is not valid yet (nbf is in the future)".into(),
             ),
+            ErrorKind::MissingRequiredClaim(claim) => refuse(
+                ConnectRefusalCode::InvalidToken,
+                format!("the access token has no {claim:?} claim: tokens must expire"),
+            ),
             ErrorKind::InvalidSignature => refuse(
                 ConnectRefusalCode::InvalidToken,
                 format!(
@@ -81,6 +87,36 @@ impl Authenticator {
         })?
         .claims;
         Ok(claims)
+    }
+
+    /// Checks what the token would show everyone against the limits an update must
+    /// meet: a token is no way around them.
+    pub fn check_claims(claims: &Claims, limits: &Limits) -> Result<(), ConnectRefusal> {
+        let refuse = |message: String| ConnectRefusal {
+            code: ConnectRefusalCode::InvalidToken,
+            message,
+        };
+        if claims.sub.len() > limits.key_bytes {
+            return Err(refuse(format!(
+                "the access token's identity is {} bytes, the limit is {} (limits.key_bytes)",
+                claims.sub.len(),
+                limits.key_bytes
+            )));
+        }
+        let mut shown = roomstate_protocol::ParticipantInfo::default();
+        crate::room::apply_participant_update(
+            &mut shown,
+            Some(claims.attributes.clone().into_iter().collect()),
+            Some(claims.metadata.clone()),
+            Some(claims.name.clone()),
+            limits,
+        )
+        .map_err(|error| {
+            refuse(format!(
+                "the access token's claims break a limit: {}",
+                error.message
+            ))
+        })
     }
 
     /// Checks that the claims allow joining a room, and returns the room's name.
@@ -165,7 +201,11 @@ mod tests {
         let now = unix_now();
         let cases = [
             (
-                mint_token(&claims(None, None), "wrong"),
+                mint_token(&claims(Some(now + 60), None), "wrong"),
+                ConnectRefusalCode::InvalidToken,
+            ),
+            (
+                mint_token(&claims(None, None), "secret"),
                 ConnectRefusalCode::InvalidToken,
             ),
             (
@@ -173,7 +213,7 @@ mod tests {
                 ConnectRefusalCode::TokenExpired,
             ),
             (
-                mint_token(&claims(None, Some(now + 100)), "secret"),
+                mint_token(&claims(Some(now + 600), Some(now + 100)), "secret"),
                 ConnectRefusalCode::TokenNotYetValid,
             ),
             ("not.a.token".to_string(), ConnectRefusalCode::InvalidToken),
@@ -181,7 +221,7 @@ mod tests {
         for (token, code) in cases {
             assert_eq!(auth().verify(&token).unwrap_err().code, code, "{token}");
         }
-        let mut unknown_key = claims(None, None);
+        let mut unknown_key = claims(Some(now + 60), None);
         unknown_key.iss = "other".into();
         let refusal = auth()
             .verify(&mint_token(&unknown_key, "secret"))
@@ -191,5 +231,32 @@ mod tests {
             "{}",
             refusal.message
         );
+    }
+
+    #[test]
+    fn claims_are_held_to_the_limits_of_an_update() {
+        let limits = Limits::default();
+        let mut fine = claims(Some(unix_now() + 60), None);
+        fine.name = "a".repeat(limits.name_bytes);
+        Authenticator::check_claims(&fine, &limits).unwrap();
+        let mut long_name = fine.clone();
+        long_name.name = "a".repeat(limits.name_bytes + 1);
+        let mut big_metadata = fine.clone();
+        big_metadata.metadata = "m".repeat(limits.metadata_bytes + 1);
+        let mut big_attributes = fine.clone();
+        big_attributes.attributes = (0..100)
+            .map(|n| (format!("k{n}"), "v".repeat(1000)))
+            .collect();
+        let mut long_identity = fine.clone();
+        long_identity.sub = "i".repeat(limits.key_bytes + 1);
+        for (what, claims) in [
+            ("name", long_name),
+            ("metadata", big_metadata),
+            ("attributes", big_attributes),
+            ("identity", long_identity),
+        ] {
+            let refusal = Authenticator::check_claims(&claims, &limits).unwrap_err();
+            assert_eq!(refusal.code, ConnectRefusalCode::InvalidToken, "{what}");
+        }
     }
 }

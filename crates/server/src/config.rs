@@ -29,6 +29,17 @@ pub struct ServerConfig {
     pub replay_log_events: usize,
     /// A connection that sends nothing (not even a ping) for this long is closed.
     pub idle_timeout_ms: u64,
+    /// Replies kept per participant for a resume to re-send, in bytes (the oldest go
+    /// first; the newest reply always stays).
+    pub reply_cache_bytes: usize,
+    /// How long one write to a client (a frame, a flush, the goodbye) may take before
+    /// the connection is dropped: a reader that stalls is cut within this.
+    pub write_timeout_ms: u64,
+    /// How long an HTTP client may take to send a request's headers (the WebSocket
+    /// handshake included) and, separately, its body.
+    pub http_timeout_ms: u64,
+    /// Open TCP connections from one IP address at most; more are closed at once.
+    pub max_connections_per_address: usize,
     /// Where to send webhooks, if anywhere.
     pub webhook: Option<crate::webhook::WebhookConfig>,
     /// Join a cluster through Redis; without it the node holds every room in memory.
@@ -45,6 +56,10 @@ impl Default for ServerConfig {
             outbound_queue: 1024,
             replay_log_events: 4096,
             idle_timeout_ms: 30_000,
+            reply_cache_bytes: 1024 * 1024,
+            write_timeout_ms: 10_000,
+            http_timeout_ms: 10_000,
+            max_connections_per_address: 1024,
             webhook: None,
             redis: None,
         }
@@ -69,6 +84,14 @@ impl ServerConfig {
 
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+
+    pub fn http_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_timeout_ms)
     }
 
     /// Parses `key:secret[,key:secret...]`.
@@ -211,6 +234,13 @@ mod tests {
         assert_eq!(documented.outbound_queue, defaults.outbound_queue);
         assert_eq!(documented.replay_log_events, defaults.replay_log_events);
         assert_eq!(documented.idle_timeout_ms, defaults.idle_timeout_ms);
+        assert_eq!(documented.reply_cache_bytes, defaults.reply_cache_bytes);
+        assert_eq!(documented.write_timeout_ms, defaults.write_timeout_ms);
+        assert_eq!(documented.http_timeout_ms, defaults.http_timeout_ms);
+        assert_eq!(
+            documented.max_connections_per_address,
+            defaults.max_connections_per_address
+        );
         assert_eq!(
             serde_json::to_value(documented.limits).unwrap(),
             serde_json::to_value(defaults.limits).unwrap()

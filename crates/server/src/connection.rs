@@ -30,7 +30,7 @@ pub async fn serve(socket: WebSocket, rooms: Arc<Rooms>, admission: Admission) {
                 reason: CloseReason::Unavailable,
                 message: "the room's shared state cannot be reached; try again".into(),
             };
-            say_goodbye(&mut sink, closing).await;
+            let _ = say_goodbye(&mut sink, closing, rooms.config().write_timeout()).await;
             return;
         }
     };
@@ -47,9 +47,13 @@ pub async fn serve(socket: WebSocket, rooms: Arc<Rooms>, admission: Admission) {
     let idle_timeout = rooms.config().idle_timeout();
     let ended_by_client = tokio::select! {
         _ = &mut writer => false,
-        reason = read_frames(stream, &rooms, &admitted.room, &admitted.sid, epoch, &frames_tx, idle_timeout) => {
-            if let Some(reason) = reason {
-                close_tx.send_replace(Some(Closing { reason, message: "no frame within the idle timeout".into() }));
+        closing = read_frames(stream, &rooms, &admitted.room, &admitted.sid, epoch, &frames_tx, idle_timeout) => {
+            if let Some(closing) = closing {
+                // The first reason stands: a slow consumer cut by the room stays one,
+                // even if its reads then time out too.
+                close_tx.send_if_modified(|current| {
+                    current.is_none().then(|| *current = Some(closing)).is_some()
+                });
             }
             true
         }
@@ -63,8 +67,7 @@ pub async fn serve(socket: WebSocket, rooms: Arc<Rooms>, admission: Admission) {
     rooms.metrics().connections.dec();
 }
 
-/// Reads until the client goes away; returns the reason to close with, if the server
-/// decides to.
+/// Reads until the client goes away; returns how to close, if the server decides to.
 async fn read_frames(
     mut stream: SplitStream<WebSocket>,
     rooms: &Rooms,
@@ -73,14 +76,19 @@ async fn read_frames(
     epoch: u64,
     frames: &mpsc::Sender<Utf8Bytes>,
     idle_timeout: std::time::Duration,
-) -> Option<CloseReason> {
+) -> Option<Closing> {
     loop {
         let message = match tokio::time::timeout(idle_timeout, stream.next()).await {
-            Err(_) => return Some(CloseReason::IdleTimeout),
+            Err(_) => {
+                return Some(Closing {
+                    reason: CloseReason::IdleTimeout,
+                    message: format!("no frame for {idle_timeout:?} (the idle timeout)"),
+                })
+            }
             Ok(None) => return None,
             Ok(Some(Err(error))) => {
                 tracing::debug!(%sid, %error, "websocket read failed");
-                return None;
+                return too_large(error, rooms.config().limits.frame_bytes);
             }
             Ok(Some(Ok(message))) => message,
         };
@@ -104,6 +112,20 @@ async fn read_frames(
     }
 }
 
+/// A read that failed because the client's frame was over `frame_bytes` ends with a
+/// goodbye saying so (close code 1009); other read errors end the connection silently.
+fn too_large(error: axum::Error, frame_bytes: usize) -> Option<Closing> {
+    let inner = error.into_inner();
+    let capacity = matches!(
+        inner.downcast_ref::<tungstenite::Error>(),
+        Some(tungstenite::Error::Capacity(_))
+    );
+    capacity.then(|| Closing {
+        reason: CloseReason::FrameTooLarge,
+        message: format!("a frame was larger than {frame_bytes} bytes (limits.frame_bytes)"),
+    })
+}
+
 fn reject(frames: &mpsc::Sender<Utf8Bytes>, message: &str) {
     let rejected = ServerMessage::Rejected {
         error: ErrorBody::new(ErrorCode::InvalidRequest, message),
@@ -113,17 +135,24 @@ fn reject(frames: &mpsc::Sender<Utf8Bytes>, message: &str) {
     let _ = frames.try_send(text.into());
 }
 
+/// Writes the connection's frames in order. Every write is bounded by the server's
+/// `write_timeout`: a client that stops reading is dropped then, with its queue, instead
+/// of holding its socket and memory.
 async fn write_frames(
-    mut sink: SplitSink<WebSocket, Message>,
+    sink: SplitSink<WebSocket, Message>,
     initial: Vec<Utf8Bytes>,
     mut frames: mpsc::Receiver<Utf8Bytes>,
     mut close: watch::Receiver<Option<Closing>>,
     rooms: Arc<Rooms>,
 ) {
+    let mut sink = TimedSink {
+        sink,
+        timeout: rooms.config().write_timeout(),
+    };
     let sent = |count: usize| rooms.metrics().messages_out.inc_by(count as u64);
     sent(initial.len());
     for frame in initial {
-        if sink.feed(Message::Text(frame)).await.is_err() {
+        if sink.feed(frame).await.is_err() {
             return;
         }
     }
@@ -137,8 +166,7 @@ async fn write_frames(
                 let closing = if changed.is_ok() { close.borrow().clone() } else { None };
                 if let Some(closing) = closing {
                     tracing::debug!(reason = ?closing.reason, "saying goodbye");
-                    say_goodbye(&mut sink, closing).await;
-                    tracing::debug!("said goodbye");
+                    sink.goodbye(closing).await;
                 }
                 return;
             }
@@ -147,7 +175,7 @@ async fn write_frames(
                     let _ = sink.close().await;
                     return;
                 };
-                if sink.feed(Message::Text(frame)).await.is_err() {
+                if sink.feed(frame).await.is_err() {
                     return;
                 }
                 let mut batch = 1;
@@ -155,7 +183,7 @@ async fn write_frames(
                     match frames.try_recv() {
                         Ok(frame) => {
                             batch += 1;
-                            if sink.feed(Message::Text(frame)).await.is_err() {
+                            if sink.feed(frame).await.is_err() {
                                 return;
                             }
                         }
@@ -171,24 +199,75 @@ async fn write_frames(
     }
 }
 
-async fn say_goodbye(sink: &mut SplitSink<WebSocket, Message>, closing: Closing) {
+/// Why a write was given up.
+struct WriteFailed;
+
+/// The socket's sending half, every operation bounded in time.
+struct TimedSink {
+    sink: SplitSink<WebSocket, Message>,
+    timeout: std::time::Duration,
+}
+
+impl TimedSink {
+    async fn bounded(
+        timeout: std::time::Duration,
+        operation: impl std::future::Future<Output = Result<(), axum::Error>>,
+    ) -> Result<(), WriteFailed> {
+        match tokio::time::timeout(timeout, operation).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(WriteFailed),
+            Err(_) => {
+                tracing::debug!(
+                    ?timeout,
+                    "a write to the client timed out; dropping the connection"
+                );
+                Err(WriteFailed)
+            }
+        }
+    }
+
+    async fn feed(&mut self, frame: Utf8Bytes) -> Result<(), WriteFailed> {
+        Self::bounded(self.timeout, self.sink.feed(Message::Text(frame))).await
+    }
+
+    async fn flush(&mut self) -> Result<(), WriteFailed> {
+        Self::bounded(self.timeout, self.sink.flush()).await
+    }
+
+    async fn close(&mut self) -> Result<(), WriteFailed> {
+        Self::bounded(self.timeout, self.sink.close()).await
+    }
+
+    async fn goodbye(&mut self, closing: Closing) {
+        let _ = say_goodbye(&mut self.sink, closing, self.timeout).await;
+    }
+}
+
+/// Sends `goodbye` and the close frame, within `timeout` in all.
+async fn say_goodbye(
+    sink: &mut SplitSink<WebSocket, Message>,
+    closing: Closing,
+    timeout: std::time::Duration,
+) -> Result<(), WriteFailed> {
     let goodbye = ServerMessage::Goodbye {
         reason: closing.reason,
         message: closing.message.clone(),
     };
     let text = serde_json::to_string(&goodbye).expect("server messages serialize");
-    let _ = sink.send(Message::Text(text.into())).await;
-    let code = if closing.reason == CloseReason::Left {
-        1000
-    } else {
-        4000
-    };
     let mut reason = closing.message;
-    reason.truncate(120); // close frame reasons are at most 123 bytes
-    let _ = sink
-        .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        })))
-        .await;
+    // A close frame's reason is at most 123 bytes; cut on a character boundary.
+    let mut cut = reason.len().min(120);
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    reason.truncate(cut);
+    let close = Message::Close(Some(CloseFrame {
+        code: closing.reason.close_code(),
+        reason: reason.into(),
+    }));
+    TimedSink::bounded(timeout, async {
+        sink.send(Message::Text(text.into())).await?;
+        sink.send(close).await
+    })
+    .await
 }

@@ -3,8 +3,10 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::body::Body;
+use axum::extract::{Query, Request, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -44,11 +46,48 @@ pub fn router(state: AppState) -> Router {
                 )
             }),
         )
-        .with_state(state)
         .route(
             "/twirp/{service}/{method}",
-            post(api::twirp).with_state(api),
+            post(api::twirp)
+                .with_state(api)
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    read_body_in_time,
+                )),
         )
+        .with_state(state)
+}
+
+/// Reads a request's whole body within `http_timeout`, before anything looks at it: a
+/// client trickling a body holds no handler, and is answered 408.
+async fn read_body_in_time(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let config = state.rooms.config();
+    let (parts, body) = request.into_parts();
+    // Bodies are small JSON requests; the frame limit bounds them as it bounds frames.
+    let limit = config.limits.frame_bytes;
+    match tokio::time::timeout(config.http_timeout(), axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(error)) => api::TwirpError::new(
+            "malformed",
+            format!("the request body could not be read (at most {limit} bytes): {error}"),
+        )
+        .into_response(),
+        Err(_) => api::TwirpError::new(
+            "deadline_exceeded",
+            format!(
+                "the request body did not arrive within {:?} (http_timeout_ms)",
+                config.http_timeout()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 async fn rtc(
@@ -119,6 +158,7 @@ fn admit(
         });
     }
     let claims = state.auth.verify(token)?;
+    Authenticator::check_claims(&claims, &state.rooms.config().limits)?;
     let room = Authenticator::room_to_join(&claims, params.room.as_deref())?;
     let resume = match (params.resume_sid, params.resume_token, params.session_id) {
         (None, None, None) => None,

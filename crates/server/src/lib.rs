@@ -9,8 +9,10 @@ mod command;
 pub mod config;
 mod connection;
 mod http;
+mod listener;
 mod livekit;
 pub mod metrics;
+mod observed;
 pub mod room;
 pub mod store;
 pub mod webhook;
@@ -26,9 +28,10 @@ pub async fn serve(
     config: ServerConfig,
     on_listening: impl FnOnce(SocketAddr),
 ) -> std::io::Result<()> {
+    let metrics = metrics::Metrics::new();
     let webhooks = config.webhook.clone().map(|webhook| {
         let secret = config.keys[&webhook.api_key].clone();
-        webhook::Webhooks::start(webhook, secret)
+        webhook::Webhooks::start(webhook, secret, metrics.webhooks_dropped.clone())
     });
     let (cluster, deliveries) = match &config.redis {
         Some(redis) => {
@@ -65,7 +68,7 @@ pub async fn serve(
         id: cluster
             .as_ref()
             .map_or_else(|| "local".into(), |(id, _)| id.as_str().into()),
-        metrics: metrics::Metrics::new(),
+        metrics,
         webhooks,
         config: config.clone(),
         cluster: cluster.map(|(_, cluster)| cluster),
@@ -73,6 +76,7 @@ pub async fn serve(
     if let Some(deliveries) = deliveries {
         rooms.listen(deliveries);
     }
+    listener::raise_descriptor_limit();
     let state = http::AppState {
         auth: Arc::new(auth::Authenticator::new(config.keys.clone())),
         rooms,
@@ -87,9 +91,6 @@ pub async fn serve(
     socket.bind(config.bind)?;
     let listener = socket.listen(4096)?;
     on_listening(listener.local_addr()?);
-    // Small frames must not wait for Nagle.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, http::router(state)).await
+    let refused = state.rooms.metrics().connections_refused.clone();
+    listener::serve(listener, http::router(state), &config, refused).await
 }

@@ -24,6 +24,10 @@ pub struct Metrics {
     pub errors: Family<CodeLabel, Counter>,
     /// Time to queue one change to every connection that receives it.
     pub fanout_seconds: Histogram,
+    /// Webhook events dropped because an endpoint's queue was full.
+    pub webhooks_dropped: Counter,
+    /// TCP connections closed at once because their address had too many open.
+    pub connections_refused: Counter,
 }
 
 impl Metrics {
@@ -40,6 +44,8 @@ impl Metrics {
             errors: Family::default(),
             // 1 µs .. ~1 s
             fanout_seconds: Histogram::new(exponential_buckets(1e-6, 4.0, 11)),
+            webhooks_dropped: Counter::default(),
+            connections_refused: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -82,6 +88,16 @@ impl Metrics {
             "fanout_seconds",
             "Time to queue one change to every receiving connection",
             metrics.fanout_seconds.clone(),
+        );
+        registry.register(
+            "webhooks_dropped",
+            "Webhook events dropped, oldest first, because an endpoint's queue was full",
+            metrics.webhooks_dropped.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "TCP connections closed at once: their address had max_connections_per_address open",
+            metrics.connections_refused.clone(),
         );
         Metrics {
             registry,

@@ -30,6 +30,7 @@ pub use crate::command::{ParticipantChange, ResumeRequest};
 use crate::config::ServerConfig;
 use crate::livekit;
 use crate::metrics::Metrics;
+use crate::observed::Observed;
 use crate::store::{validate_key, Change, Store};
 use crate::webhook::Webhooks;
 
@@ -414,18 +415,9 @@ struct Participant {
     observed: Observed,
     last_request_id: RequestId,
     replies: VecDeque<CachedReply>,
-}
-
-#[derive(Default, Serialize, Deserialize)]
-struct Observed {
-    all: bool,
-    keys: HashSet<String>,
-}
-
-impl Observed {
-    fn contains(&self, key: &str) -> bool {
-        self.all || self.keys.contains(key)
-    }
+    /// The bytes of `replies`' frames, kept under `reply_cache_bytes`.
+    #[serde(default)]
+    reply_bytes: usize,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -452,12 +444,13 @@ mod frame_text {
 }
 
 impl Audience {
-    fn includes(&self, sid: &str, participant: &Participant) -> bool {
+    /// Whether participant `sid`, observing what `observes` says, hears the event.
+    fn includes(&self, sid: &str, observes: impl FnOnce(&str) -> bool) -> bool {
         match self {
             Audience::Everyone => true,
             Audience::AllBut(excluded) => excluded != sid,
             Audience::Only(only) => only == sid,
-            Audience::Observers(key) => participant.observed.contains(key),
+            Audience::Observers(key) => observes(key),
         }
     }
 }
@@ -1144,7 +1137,7 @@ impl Room {
             return; // `leave`: the connection closes anyway, and the participant departs.
         };
         let stale = read.and_then(|keys| {
-            validate_keys(&keys, self.limits()).ok()?;
+            let keys = requested_keys(&keys, self.limits()).ok()?;
             let state = self.state.lock();
             state.session.as_ref().map(|session| session.entries(&keys))
         });
@@ -1232,13 +1225,19 @@ impl Room {
             .participants
             .get_mut(sid)
             .expect("a request does not remove its sender");
+        participant.reply_bytes += reply.len();
         participant.replies.push_back(CachedReply {
             id,
             after_seq,
             frame: reply.clone(),
         });
-        if participant.replies.len() > REPLY_CACHE {
-            participant.replies.pop_front();
+        // Bounded in count and in bytes; the newest reply always stays.
+        let byte_budget = self.node.config.reply_cache_bytes;
+        while participant.replies.len() > REPLY_CACHE
+            || (participant.reply_bytes > byte_budget && participant.replies.len() > 1)
+        {
+            let dropped = participant.replies.pop_front().expect("not empty");
+            participant.reply_bytes -= dropped.frame.len();
         }
         if let Some(connection) = &participant.connection {
             if !connection.send(&reply) {
@@ -1268,39 +1267,41 @@ impl Room {
                 key, if_version, ..
             } => self.write(applying, session, sid, &key, None, if_version),
             ClientMessage::Get { keys, .. } => {
-                validate_keys(&keys, &limits)?;
+                let keys = requested_keys(&keys, &limits)?;
                 Ok(ReplyBody::Entries(session.entries(&keys)))
             }
             ClientMessage::Observe { keys, .. } => {
-                validate_keys(&keys, &limits)?;
+                let keys = requested_keys(&keys, &limits)?;
+                let observed = &participant.observed;
+                let added = keys
+                    .iter()
+                    .filter(|key| key.as_str() != WILDCARD_KEY && !observed.is_observing(key))
+                    .count();
+                if observed.key_count() + added > limits.keys {
+                    return Err(keys_limit(
+                        "keys observed by one participant",
+                        limits.keys,
+                        observed.key_count() + added,
+                    ));
+                }
                 let entries = session.entries(&keys);
-                let observed = &mut session
+                let (seq, oldest) = (session.seq, session.oldest_logged());
+                session
                     .participants
                     .get_mut(sid)
                     .expect("checked above")
-                    .observed;
-                for key in keys {
-                    if key == WILDCARD_KEY {
-                        observed.all = true;
-                    } else {
-                        observed.keys.insert(key);
-                    }
-                }
+                    .observed
+                    .change(&keys, true, seq, oldest);
                 Ok(ReplyBody::Entries(entries))
             }
             ClientMessage::Unobserve { keys, .. } => {
-                let observed = &mut session
+                let (seq, oldest) = (session.seq, session.oldest_logged());
+                session
                     .participants
                     .get_mut(sid)
                     .expect("checked above")
-                    .observed;
-                for key in &keys {
-                    if key == WILDCARD_KEY {
-                        observed.all = false;
-                    } else {
-                        observed.keys.remove(key);
-                    }
-                }
+                    .observed
+                    .change(&keys, false, seq, oldest);
                 Ok(ReplyBody::Done)
             }
             ClientMessage::UpdateParticipant {
@@ -1419,7 +1420,9 @@ impl Room {
         let mut too_slow = Vec::new();
         for (sid, participant) in &session.participants {
             if let Some(connection) = &participant.connection {
-                if audience.includes(sid, participant) && !connection.send(&frame) {
+                if audience.includes(sid, |key| participant.observed.contains(key))
+                    && !connection.send(&frame)
+                {
                     too_slow.push(sid.clone());
                 }
             }
@@ -1623,6 +1626,11 @@ impl Session {
             .ok_or_else(|| AdminError::NoSuchParticipant(identity.to_string()))
     }
 
+    /// The replay log's first event (the next one when the log is empty).
+    fn oldest_logged(&self) -> Seq {
+        self.log.front().map_or(self.seq + 1, |logged| logged.seq)
+    }
+
     fn visible_participants(&self, except: &str) -> Vec<ParticipantInfo> {
         let mut participants: Vec<ParticipantInfo> = self
             .participants
@@ -1634,14 +1642,17 @@ impl Session {
         participants
     }
 
+    /// The entries of `keys` (distinct, from `requested_keys`): every key's for `*`,
+    /// plus an absent entry for each named key that does not exist.
     fn entries(&self, keys: &[String]) -> Vec<Entry> {
         if keys.iter().any(|key| key == WILDCARD_KEY) {
             let mut entries = self.store.all();
-            for key in keys {
-                if key != WILDCARD_KEY && !entries.iter().any(|entry| &entry.key == key) {
-                    entries.push(Entry::absent(key.as_str()));
-                }
-            }
+            let absent: Vec<Entry> = keys
+                .iter()
+                .filter(|key| key.as_str() != WILDCARD_KEY && !self.store.contains(key))
+                .map(|key| Entry::absent(key.as_str()))
+                .collect();
+            entries.extend(absent);
             entries
         } else {
             keys.iter().map(|key| self.store.get(key)).collect()
@@ -1685,6 +1696,9 @@ impl Session {
             frames.push(frame(&ServerMessage::Resumed(info)));
             // Events and replies in the order they were first sent.
             let mut replies = replies.into_iter().peekable();
+            // Each event goes to the keys observed when it happened, as it did live.
+            let (mut observing, changes) = participant.observed.since(request.last_seq);
+            let mut changes = changes.into_iter().peekable();
             for logged in self
                 .log
                 .iter()
@@ -1693,16 +1707,19 @@ impl Session {
                 while let Some(reply) = replies.next_if(|reply| reply.after_seq < logged.seq) {
                     frames.push(reply.frame.clone());
                 }
-                if logged.audience.includes(&request.sid, participant) {
+                while let Some(change) = changes.next_if(|change| change.after_seq() < logged.seq) {
+                    change.apply_to(&mut observing);
+                }
+                if logged
+                    .audience
+                    .includes(&request.sid, |key| observing.contains(key))
+                {
                     frames.push(logged.frame.clone());
                 }
             }
             frames.extend(replies.map(|reply| reply.frame.clone()));
         } else {
-            let mut keys: Vec<String> = participant.observed.keys.iter().cloned().collect();
-            if participant.observed.all {
-                keys.push(WILDCARD_KEY.to_string());
-            }
+            let keys = participant.observed.keys();
             info.snapshot = Some(Snapshot {
                 seq: self.seq,
                 local: participant.info.clone(),
@@ -1749,6 +1766,7 @@ impl Participant {
             observed: Observed::default(),
             last_request_id: 0,
             replies: VecDeque::new(),
+            reply_bytes: 0,
         }
     }
 }
@@ -1819,10 +1837,36 @@ pub fn apply_participant_update(
     Ok(())
 }
 
-fn validate_keys(keys: &[String], limits: &Limits) -> Result<(), ErrorBody> {
-    keys.iter()
-        .filter(|key| key.as_str() != WILDCARD_KEY)
-        .try_for_each(|key| validate_key(key, limits))
+/// The distinct keys a `get` or `observe` names, in their order, each valid, and no more
+/// of them than one store may hold: the work of a request, and the size of its reply,
+/// stay bounded by the limits whatever the frame lists.
+fn requested_keys(keys: &[String], limits: &Limits) -> Result<Vec<String>, ErrorBody> {
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut distinct = Vec::new();
+    for key in keys {
+        if key != WILDCARD_KEY {
+            validate_key(key, limits)?;
+        }
+        if seen.insert(key.as_str()) {
+            distinct.push(key.clone());
+            let named = distinct.len() - usize::from(seen.contains(WILDCARD_KEY));
+            if named > limits.keys {
+                return Err(keys_limit(
+                    "distinct keys in one request",
+                    limits.keys,
+                    named,
+                ));
+            }
+        }
+    }
+    Ok(distinct)
+}
+
+/// `limit_exceeded` on the `keys` limit, for what else it bounds than the store.
+fn keys_limit(what: &str, max: usize, actual: usize) -> ErrorBody {
+    let mut error = ErrorBody::limit(Limit::Keys, max, actual);
+    error.message = format!("{what} would be {actual}, the limit is {max} (limits.keys)");
+    error
 }
 
 fn frame(message: &ServerMessage) -> Utf8Bytes {
@@ -1971,12 +2015,16 @@ impl Rooms {
     }
 
     /// The entries for `keys`; the flag says they may be stale (Redis unreachable).
-    pub async fn store_entries(
-        &self,
-        room: &str,
-        keys: &[String],
-    ) -> Result<(Vec<Entry>, bool), AdminError> {
-        self.read(room, |session| Ok(session.entries(keys))).await
+    /// One key's entry (absent or not); the key is checked as a write's would be, so
+    /// `*`, an empty key or an oversize one is refused.
+    pub async fn store_entry(&self, room: &str, key: &str) -> Result<(Entry, bool), AdminError> {
+        validate_key(key, &self.config().limits).map_err(AdminError::Refused)?;
+        self.read(room, |session| Ok(session.store.get(key))).await
+    }
+
+    /// Every entry of the room's store.
+    pub async fn store_list(&self, room: &str) -> Result<(Vec<Entry>, bool), AdminError> {
+        self.read(room, |session| Ok(session.store.all())).await
     }
 
     /// A store write by the server API: `author` names the caller.

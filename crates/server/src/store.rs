@@ -64,6 +64,10 @@ impl Store {
         }
     }
 
+    pub fn contains(&self, key: &str) -> bool {
+        self.entries.contains_key(key)
+    }
+
     pub fn all(&self) -> Vec<Entry> {
         let mut keys: Vec<&String> = self.entries.keys().collect();
         keys.sort();

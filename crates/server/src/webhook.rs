@@ -2,14 +2,18 @@
 //! header holding a JWT signed with an API secret whose `sha256` claim is the body's
 //! SHA-256 (base64), so LiveKit's `WebhookReceiver`s verify them.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use livekit_protocol as lk;
+use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::auth::unix_now;
 
@@ -24,10 +28,18 @@ pub struct WebhookConfig {
     /// Deliveries per event and endpoint before giving up.
     #[serde(default = "default_attempts")]
     pub attempts: u32,
+    /// Events waiting per endpoint; past it the oldest is dropped, logged and counted
+    /// (`roomstate_webhooks_dropped`), so an endpoint that never answers costs bounded memory.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
 }
 
 fn default_attempts() -> u32 {
     6
+}
+
+fn default_queue() -> usize {
+    1000
 }
 
 #[derive(Serialize)]
@@ -42,11 +54,49 @@ struct WebhookClaims<'a> {
 /// lets no endpoint hold up another.
 #[derive(Clone)]
 pub struct Webhooks {
-    endpoints: Vec<mpsc::UnboundedSender<lk::WebhookEvent>>,
+    endpoints: Vec<Arc<Queue>>,
+}
+
+/// One endpoint's events, oldest first, bounded.
+struct Queue {
+    url: String,
+    events: Mutex<VecDeque<lk::WebhookEvent>>,
+    capacity: usize,
+    ready: Notify,
+    dropped: Counter,
+}
+
+impl Queue {
+    fn push(&self, event: lk::WebhookEvent) {
+        let dropped = {
+            let mut events = self.events.lock();
+            events.push_back(event);
+            (events.len() > self.capacity)
+                .then(|| events.pop_front())
+                .flatten()
+        };
+        if let Some(dropped) = dropped {
+            self.dropped.inc();
+            tracing::warn!(url = %self.url, event = %dropped.event, id = %dropped.id, capacity = self.capacity,
+                "webhook queue full: dropped the oldest event");
+        }
+        self.ready.notify_one();
+    }
+
+    async fn pop(&self) -> lk::WebhookEvent {
+        loop {
+            if let Some(event) = self.events.lock().pop_front() {
+                return event;
+            }
+            self.ready.notified().await;
+        }
+    }
 }
 
 impl Webhooks {
-    pub fn start(config: WebhookConfig, secret: String) -> Self {
+    /// Starts one delivery worker per endpoint; `dropped` counts events dropped from
+    /// full queues.
+    pub fn start(config: WebhookConfig, secret: String, dropped: Counter) -> Self {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -55,14 +105,19 @@ impl Webhooks {
             .urls
             .iter()
             .map(|url| {
-                let (queue, events) = mpsc::unbounded_channel();
+                let queue = Arc::new(Queue {
+                    url: url.clone(),
+                    events: Mutex::new(VecDeque::new()),
+                    capacity: config.queue.max(1),
+                    ready: Notify::new(),
+                    dropped: dropped.clone(),
+                });
                 tokio::spawn(deliver(
                     client.clone(),
-                    url.clone(),
                     config.api_key.clone(),
                     secret.clone(),
                     config.attempts.max(1),
-                    events,
+                    queue.clone(),
                 ));
                 queue
             })
@@ -80,25 +135,27 @@ impl Webhooks {
             ..Default::default()
         };
         for endpoint in &self.endpoints {
-            let _ = endpoint.send(event.clone());
+            endpoint.push(event.clone());
         }
     }
 }
 
 async fn deliver(
     client: reqwest::Client,
-    url: String,
     api_key: String,
     secret: String,
     attempts: u32,
-    mut events: mpsc::UnboundedReceiver<lk::WebhookEvent>,
+    queue: Arc<Queue>,
 ) {
-    while let Some(event) = events.recv().await {
+    let url = &queue.url;
+    // Ends with the runtime: the queue lives as long as the server.
+    loop {
+        let event = queue.pop().await;
         let body = serde_json::to_string(&event).expect("webhook events serialize");
         let mut backoff = Duration::from_millis(250);
         for attempt in 1..=attempts {
             let sent = client
-                .post(&url)
+                .post(url)
                 .header("Content-Type", "application/webhook+json")
                 .header("Authorization", sign(&body, &api_key, &secret))
                 .body(body.clone())
@@ -138,4 +195,38 @@ fn sign(body: &str, api_key: &str, secret: &str) -> String {
         &EncodingKey::from_secret(secret.as_bytes()),
     )
     .expect("HS256 signing cannot fail")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: usize) -> lk::WebhookEvent {
+        lk::WebhookEvent {
+            event: format!("event-{n}"),
+            ..Default::default()
+        }
+    }
+
+    /// An endpoint that never answers holds at most `queue` events: the oldest go, each
+    /// counted, and what stays is the newest, in order.
+    #[tokio::test]
+    async fn a_full_queue_drops_its_oldest_events_and_counts_them() {
+        let dropped = Counter::default();
+        let queue = Queue {
+            url: "http://127.0.0.1:9/hook".into(),
+            events: Mutex::new(VecDeque::new()),
+            capacity: 3,
+            ready: Notify::new(),
+            dropped: dropped.clone(),
+        };
+        for n in 0..10 {
+            queue.push(event(n));
+        }
+        assert_eq!(dropped.get(), 7);
+        assert_eq!(queue.events.lock().len(), 3);
+        for n in 7..10 {
+            assert_eq!(queue.pop().await.event, format!("event-{n}"));
+        }
+    }
 }

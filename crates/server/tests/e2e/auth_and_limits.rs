@@ -164,10 +164,10 @@ async fn limits_are_configurable() {
     ));
 }
 
-type RawSocket =
+pub type RawSocket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn raw_join(server: &TestServer, identity: &str) -> RawSocket {
+pub async fn raw_join(server: &TestServer, identity: &str) -> RawSocket {
     let url = format!(
         "{}/rtc?protocol=1&access_token={}",
         server.url(),
@@ -178,7 +178,7 @@ async fn raw_join(server: &TestServer, identity: &str) -> RawSocket {
     socket
 }
 
-async fn next(socket: &mut RawSocket) -> ServerMessage {
+pub async fn next(socket: &mut RawSocket) -> ServerMessage {
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
             .await
@@ -246,16 +246,21 @@ async fn an_oversize_frame_closes_the_connection() {
         "x".repeat(10_000)
     );
     let _ = socket.send(Message::text(huge)).await;
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match socket.next().await {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
-                Some(Ok(_)) => continue,
-            }
+    // A goodbye that says why, then close code 1009 (message too big).
+    match next(&mut socket).await {
+        ServerMessage::Goodbye { reason, message } => {
+            assert_eq!(reason, roomstate_protocol::CloseReason::FrameTooLarge);
+            assert!(message.contains("4096"), "{message}");
         }
-    })
-    .await;
-    assert!(closed.is_ok(), "the server closed the connection");
+        other => panic!("expected goodbye, got {other:?}"),
+    }
+    let close = tokio::time::timeout(Duration::from_secs(10), socket.next())
+        .await
+        .expect("the close frame in time");
+    match close {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1009),
+        other => panic!("expected a close frame with code 1009, got {other:?}"),
+    }
     // The server is fine.
     let alice = Client::join(&server.url(), &Token::new("r", "alice")).await;
     assert_eq!(alice.store().get("k").await.unwrap(), None);

@@ -119,6 +119,11 @@ async fn token_create_mints_tokens_the_server_accepts() {
 async fn room_and_participant_commands() {
     let server = TestServer::start();
     let url = server.http_url();
+    // No rooms: one sentence, no empty table under it.
+    assert_eq!(
+        ok(&url, &["room", "list"]),
+        "no rooms with an active session\n"
+    );
     let alice = Client::join(&server.url(), &Token::new("r", "alice")).await;
     let bob = Client::join(&server.url(), &Token::new("r", "bob")).await;
 

@@ -1,6 +1,7 @@
 //! End-to-end tests: a real `roomstate serve` process, real WebSocket clients (the
 //! engine, and raw sockets where a test must misbehave on the wire).
 
+mod hardening;
 mod harness;
 
 mod auth_and_limits;
@@ -9,6 +10,7 @@ mod cluster;
 mod keepalive;
 mod participants;
 mod readme;
+mod resume;
 mod server_api;
 mod sessions;
 mod store;

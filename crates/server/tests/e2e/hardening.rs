@@ -1,0 +1,340 @@
+//! What a participant or a stranger must not be able to do to the server: stall it,
+//! grow it without bound, or crash a request. Each test sends what the adversarial run
+//! found and checks the bounded, typed answer.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use roomstate_protocol::{ErrorCode, Limit, Outcome, ReplyBody, ServerMessage};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::auth_and_limits::{next, raw_join};
+use crate::harness::{Client, Heard, TestServer, Token};
+use crate::server_api::{admin_token, post_json_to};
+
+/// Sends a request and returns its reply's outcome.
+async fn ask(
+    socket: &mut crate::auth_and_limits::RawSocket,
+    request: serde_json::Value,
+) -> Outcome {
+    socket
+        .send(Message::text(request.to_string()))
+        .await
+        .unwrap();
+    loop {
+        match next(socket).await {
+            ServerMessage::Reply(reply) => return reply.outcome,
+            ServerMessage::Rejected { error } => panic!("rejected: {error:?}"),
+            _ => continue,
+        }
+    }
+}
+
+fn keys_limit(outcome: &Outcome) -> Option<(usize, usize)> {
+    match outcome {
+        Outcome::Error(error) if error.code == ErrorCode::LimitExceeded => error
+            .limit
+            .as_ref()
+            .filter(|violation| violation.limit == Limit::Keys)
+            .map(|violation| (violation.max, violation.actual)),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_names_each_key_once_and_no_more_keys_than_a_store_holds() {
+    let server = TestServer::start();
+    let mut mallory = raw_join(&server, "mallory").await;
+    let value = "v".repeat(1000);
+    let set = ask(
+        &mut mallory,
+        json!({"type": "set", "id": 1, "key": "a", "value": value}),
+    )
+    .await;
+    assert!(matches!(set, Outcome::Ok(_)), "{set:?}");
+    // One key a hundred thousand times: one entry back, not a hundred megabytes.
+    let many_a: Vec<&str> = std::iter::repeat_n("a", 100_000).collect();
+    match ask(
+        &mut mallory,
+        json!({"type": "get", "id": 2, "keys": many_a}),
+    )
+    .await
+    {
+        Outcome::Ok(ReplyBody::Entries(entries)) => assert_eq!(entries.len(), 1),
+        other => panic!("{other:?}"),
+    }
+    // `*` plus 50,000 distinct keys: refused at once, before any work on them.
+    let mut distinct: Vec<String> = (0..50_000).map(|n| format!("k{n}")).collect();
+    distinct.insert(0, "*".into());
+    let refused = ask(
+        &mut mallory,
+        json!({"type": "get", "id": 3, "keys": distinct}),
+    )
+    .await;
+    assert_eq!(keys_limit(&refused), Some((100, 101)), "{refused:?}");
+    // `*` and exactly the limit's worth of names is fine.
+    let mut allowed: Vec<String> = (0..100).map(|n| format!("k{n}")).collect();
+    allowed.push("*".into());
+    match ask(
+        &mut mallory,
+        json!({"type": "get", "id": 4, "keys": allowed}),
+    )
+    .await
+    {
+        Outcome::Ok(ReplyBody::Entries(entries)) => {
+            assert_eq!(entries.len(), 101, "a + 100 absent")
+        }
+        other => panic!("{other:?}"),
+    }
+    // The room still answers another participant at once.
+    let alice = Client::join(&server.url(), &Token::new("r", "alice")).await;
+    assert!(alice.store().get("a").await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observed_keys_are_capped_and_a_refused_observe_changes_nothing() {
+    let server = TestServer::start();
+    let mut mallory = raw_join(&server, "mallory").await;
+    let first: Vec<String> = (0..60).map(|n| format!("k{n}")).collect();
+    let more: Vec<String> = (30..90).map(|n| format!("k{n}")).collect();
+    let too_many: Vec<String> = (90..150).map(|n| format!("k{n}")).collect();
+    assert!(matches!(
+        ask(
+            &mut mallory,
+            json!({"type": "observe", "id": 1, "keys": first})
+        )
+        .await,
+        Outcome::Ok(_)
+    ));
+    // 30 of these are new: 90 in all, under the 100-key limit.
+    assert!(matches!(
+        ask(
+            &mut mallory,
+            json!({"type": "observe", "id": 2, "keys": more})
+        )
+        .await,
+        Outcome::Ok(_)
+    ));
+    let refused = ask(
+        &mut mallory,
+        json!({"type": "observe", "id": 3, "keys": too_many}),
+    )
+    .await;
+    assert_eq!(keys_limit(&refused), Some((100, 150)), "{refused:?}");
+    // k120 was refused: a change to it does not reach mallory; k10 still does.
+    let alice = Client::join(&server.url(), &Token::new("r", "alice")).await;
+    alice.store().set("k120", json!(1)).await.unwrap();
+    alice.store().set("k10", json!(2)).await.unwrap();
+    loop {
+        match next(&mut mallory).await {
+            ServerMessage::StoreChanged(entry) => {
+                assert_eq!(entry.key, "k10", "only observed keys arrive");
+                break;
+            }
+            _ => continue,
+        }
+    }
+}
+
+/// Reads from a raw TCP socket until EOF or an error; returns what arrived.
+fn read_to_close(mut socket: TcpStream) -> Vec<u8> {
+    socket
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut received = Vec::new();
+    let _ = socket.read_to_end(&mut received);
+    received
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_trickling_http_clients_are_cut_off() {
+    let server = TestServer::with_config("http_timeout_ms = 300");
+    let addr = server.addr;
+    let outcomes = tokio::task::spawn_blocking(move || {
+        // Connects and says nothing.
+        let silent = TcpStream::connect(addr).unwrap();
+        // Trickles headers, one byte at a time, never finishing.
+        let mut slowloris = TcpStream::connect(addr).unwrap();
+        let trickle = std::thread::spawn(move || {
+            for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ".iter().cycle().take(200) {
+                if slowloris.write_all(&[*byte]).is_err() {
+                    return true; // the server closed it
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            false
+        });
+        // Sends a body's first bytes and stops.
+        let mut slow_body = TcpStream::connect(addr).unwrap();
+        slow_body
+            .write_all(b"POST /twirp/livekit.RoomService/ListRooms HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"a\":")
+            .unwrap();
+        let silent_got = read_to_close(silent);
+        let body_answer = String::from_utf8_lossy(&read_to_close(slow_body)).to_string();
+        (silent_got, trickle.join().unwrap(), body_answer)
+    })
+    .await
+    .unwrap();
+    let (silent_got, slowloris_cut, body_answer) = outcomes;
+    assert!(silent_got.is_empty() || String::from_utf8_lossy(&silent_got).contains("408"));
+    assert!(slowloris_cut, "a client trickling headers was cut off");
+    assert!(body_answer.starts_with("HTTP/1.1 408"), "{body_answer}");
+    assert!(body_answer.contains("deadline_exceeded"), "{body_answer}");
+    let health = reqwest::get(format!("{}/healthz", server.http_url()))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_at_most_its_share_of_connections() {
+    let server =
+        TestServer::with_config("max_connections_per_address = 4\nhttp_timeout_ms = 60000");
+    let addr = server.addr;
+    // Four idle sockets fill 127.0.0.1's share.
+    let idle: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let fifth = tokio::task::spawn_blocking(move || {
+        let mut fifth = TcpStream::connect(addr).unwrap();
+        let _ = fifth.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        read_to_close(fifth)
+    })
+    .await
+    .unwrap();
+    assert!(
+        fifth.is_empty(),
+        "the fifth connection was closed unanswered"
+    );
+    let metrics = {
+        drop(idle);
+        // Once the idle sockets are gone, the address may connect again.
+        let mut answer = None;
+        for _ in 0..100 {
+            if let Ok(response) = reqwest::get(format!("{}/metrics", server.http_url())).await {
+                answer = Some(response.text().await.unwrap());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        answer.expect("the address can connect again")
+    };
+    let refused: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("roomstate_connections_refused_total "))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or(0);
+    // The fifth, and perhaps a retry above made before the server saw the idle close.
+    assert!(refused >= 1, "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_that_stops_reading_is_cut_within_the_write_timeout() {
+    // A short queue and write timeout; the grace period is short so the departure shows.
+    let server = TestServer::with_config(
+        "outbound_queue = 16\nwrite_timeout_ms = 500\nreconnect_grace_ms = 200",
+    );
+    let observer = Client::join(&server.url(), &Token::new("r", "observer")).await;
+    // A reader whose receive buffer is tiny and who never reads.
+    let socket = {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.connect(server.addr).await.unwrap()
+    };
+    let url = format!(
+        "{}/rtc?protocol=1&access_token={}",
+        server.url(),
+        Token::new("r", "sloth").sign()
+    );
+    let (mut sloth, _) = tokio_tungstenite::client_async(url, socket).await.unwrap();
+    observer.heard.wait_for(Heard::Joined("sloth".into())).await;
+    // Requests whose replies the sloth never reads, each reply a kilobyte.
+    let value = "v".repeat(1000);
+    let write = json!({"type": "set", "id": 1, "key": "big", "value": value});
+    sloth.send(Message::text(write.to_string())).await.unwrap();
+    for id in 2..=3000u32 {
+        let get = json!({"type": "get", "id": id, "keys": ["big"]});
+        if sloth.send(Message::text(get.to_string())).await.is_err() {
+            break; // the server already let go
+        }
+    }
+    // The server lets go of it, and the others see it leave after the grace period.
+    observer.heard.wait_for(Heard::Left("sloth".into())).await;
+    let metrics = reqwest::get(format!("{}/metrics", server.node_http_url(0)))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("roomstate_connections 1\n")
+            || metrics.contains("roomstate_connections 2\n"),
+        "the sloth's connection is gone: {metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_refuses_keys_a_write_would_refuse() {
+    let server = TestServer::start();
+    let alice = Client::join(&server.url(), &Token::new("r", "alice")).await;
+    let url = server.http_url();
+    let token = admin_token("r");
+    for key in ["*", ""] {
+        let (status, body) = post_json_to(
+            &url,
+            "roomstate.SessionStore/Get",
+            &token,
+            json!({"room": "r", "key": key}),
+        )
+        .await;
+        assert_eq!(status, 400, "{key:?}: {body}");
+        assert_eq!(body["code"], "invalid_argument", "{key:?}: {body}");
+    }
+    // As for a write: an oversize key is over the key_bytes limit.
+    let (status, body) = post_json_to(
+        &url,
+        "roomstate.SessionStore/Get",
+        &token,
+        json!({"room": "r", "key": "k".repeat(300)}),
+    )
+    .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["meta"]["limit"], "key_bytes", "{body}");
+    alice.store().set("a", json!(1)).await.unwrap();
+    let (status, body) = post_json_to(
+        &url,
+        "roomstate.SessionStore/Get",
+        &token,
+        json!({"room": "r", "key": "a"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["entry"]["value"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_claims_are_held_to_the_update_limits() {
+    // Small limits, so the oversize claims still fit in a URL.
+    let server =
+        TestServer::with_config("[limits]\nmetadata_bytes = 1000\nattributes_bytes = 1000");
+    let cases = [
+        Token::new("r", "a").with(|claims| claims.name = "n".repeat(5000)),
+        Token::new("r", "b").with(|claims| claims.metadata = "m".repeat(2000)),
+        Token::new("r", "c").with(|claims| {
+            claims.attributes = [("k".to_string(), "v".repeat(2000))].into_iter().collect()
+        }),
+        Token::new("r", "d").with(|claims| claims.exp = None),
+    ];
+    for token in cases {
+        let refused = Client::try_join(&server.url(), &token)
+            .await
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(refused, roomstate::RoomError::InvalidToken { .. }),
+            "{}: {refused:?}",
+            token.claims.sub
+        );
+    }
+}
