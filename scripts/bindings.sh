@@ -29,7 +29,5 @@ rm -rf bindings/kotlin/target/generated-sources/uniffi
 "$out/uniffi-bindgen" generate --library "$library" --language kotlin --no-format \
   --out-dir bindings/kotlin/target/generated-sources/uniffi
 
-say "generating Swift into bindings/swift/Sources/RoomState/Generated"
-rm -rf bindings/swift/Sources/RoomState/Generated
-"$out/uniffi-bindgen" generate --library "$library" --language swift --no-format \
-  --out-dir bindings/swift/Sources/RoomState/Generated
+say "generating Swift into bindings/swift (Sources/RoomState/Generated, Generated/RoomStateFFI)"
+scripts/generate-swift.sh "$out/uniffi-bindgen" "$library"

@@ -43,3 +43,6 @@ say "Kotlin bindings: generate, compile, and test on the JVM against a real serv
 scripts/bindings.sh
 libdir="$(target_dir)/debug"
 (cd bindings/kotlin && mvn -B --no-transfer-progress test -Droomstate.libdir="$libdir")
+
+say "Swift package: build and test on Linux against a real server"
+bash scripts/test-swift.sh

@@ -17,7 +17,9 @@ use crate::error::RoomError;
 use crate::listener::{KeyChangeListener, RoomListener};
 use crate::outbox::{Answer, ReplyTarget, Withdrawn};
 use crate::state::{EngineState, ListenerId, Notify};
-use crate::types::{ConnectOptions, ConnectionState, Participant, StoreEntry, StoreRead};
+use crate::types::{
+    ConnectOptions, ConnectionState, DisconnectReason, Participant, StoreEntry, StoreRead,
+};
 
 /// What every handle of one room shares.
 pub(crate) struct Shared {
@@ -26,6 +28,8 @@ pub(crate) struct Shared {
     pub wake: tokio::sync::Notify,
     /// Set to `true` to leave the room.
     pub closing: watch::Sender<bool>,
+    /// How the room ended, once it has and the listener calls queued before ran.
+    pub ended: watch::Sender<Option<DisconnectReason>>,
     pub dispatcher: Dispatcher,
     pub room_listener: Arc<dyn RoomListener>,
     pub options: ConnectOptions,
@@ -109,6 +113,7 @@ impl Room {
             state: Mutex::new(EngineState::new()),
             wake: tokio::sync::Notify::new(),
             closing: watch::channel(false).0,
+            ended: watch::channel(None).0,
             dispatcher: Dispatcher::start(options.on_thread_start.clone()).map_err(io_error)?,
             room_listener: listener,
             options,
@@ -117,7 +122,12 @@ impl Room {
             runtime: runtime.handle().clone(),
         });
         let (joined, first_result) = oneshot::channel();
-        let task = runtime.spawn(connection::run(Arc::clone(&shared), joined));
+        let ended = EndedGuard(Arc::clone(&shared));
+        let connection = connection::run(Arc::clone(&shared), joined);
+        let task = runtime.spawn(async move {
+            let _ended = ended; // Dropped when the task ends, or is dropped itself.
+            connection.await
+        });
         let room = Room {
             shared,
             task: Mutex::new(Some(task)),
@@ -210,6 +220,25 @@ impl Drop for Room {
     }
 }
 
+/// Makes `SessionStore::ended` resolve when the connection task ends or is dropped
+/// without saying how the room ended (its first join failed, or its runtime shut down
+/// first): then as `ClientRequested`. Else the reason is on its way (`set_connection`).
+struct EndedGuard(Arc<Shared>);
+
+impl Drop for EndedGuard {
+    fn drop(&mut self) {
+        let said = matches!(
+            self.0.state.lock().connection,
+            ConnectionState::Disconnected { .. }
+        );
+        if !said {
+            self.0.ended.send_if_modified(|ended| {
+                ended.replace(DisconnectReason::ClientRequested).is_none()
+            });
+        }
+    }
+}
+
 /// The room's shared key-value store. Cheap to clone; every clone is the same store.
 #[derive(Clone)]
 pub struct SessionStore {
@@ -221,6 +250,22 @@ pub struct SessionStore {
 pub struct KeyListenerHandle(ListenerId);
 
 impl SessionStore {
+    /// Resolves once the room has ended with the reason: left (`ClientRequested`),
+    /// removed, the session ended... At once if it has. It resolves after the listener
+    /// calls queued before the end have run, so no change is heard after it.
+    pub async fn ended(&self) -> DisconnectReason {
+        let mut ended = self.shared.ended.subscribe();
+        let reason = ended
+            .wait_for(Option::is_some)
+            .await
+            .map(|reason| reason.clone());
+        // The sender lives in `shared`, which `self` holds: it is never dropped first.
+        reason
+            .ok()
+            .flatten()
+            .unwrap_or(DisconnectReason::ClientRequested)
+    }
+
     /// Calls `listener` with the current value of each key, then with every change.
     /// `"*"` observes every key. Several listeners may observe one key; each gets the
     /// current value first.

@@ -71,6 +71,15 @@ impl EngineState {
     pub fn set_connection(&mut self, state: ConnectionState, notify: &Notify) {
         if self.connection != state {
             self.connection = state.clone();
+            if let ConnectionState::Disconnected { reason } = &state {
+                // `SessionStore::ended` resolves on the listener thread, after the calls
+                // queued before: a stream that ends with the room has had every change.
+                let shared = Arc::clone(&notify.store.shared);
+                let reason = reason.clone();
+                notify.dispatcher.run(move || {
+                    shared.ended.send_replace(Some(reason));
+                });
+            }
             notify.room(move |listener| listener.on_connection_state_changed(state));
         }
     }
@@ -169,8 +178,14 @@ impl EngineState {
             ServerMessage::RoomMetadataChanged { metadata, .. } => {
                 self.set_room_metadata(metadata, notify)
             }
-            ServerMessage::Rejected { error } => {
-                log::warn!("the server rejected a frame: {}", error.message)
+            ServerMessage::Rejected { id, error } => {
+                log::warn!("the server rejected a frame: {}", error.message);
+                // The request gets no reply: its caller hears the refusal instead.
+                if let Some(pending) = id.and_then(|id| self.outbox.answered(id)) {
+                    pending.fail(RoomError::InvalidRequest {
+                        message: error.message,
+                    });
+                }
             }
             ServerMessage::Joined(_)
             | ServerMessage::Resumed(_)

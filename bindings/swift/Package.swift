@@ -1,7 +1,19 @@
-// swift-tools-version:5.9
-// The RoomState Swift package: the engine as an XCFramework (built by
-// scripts/build-xcframework.sh), the generated bindings, and a small Swift layer.
+// swift-tools-version:6.0
+// The RoomState Swift package: the engine's C interface (RoomStateFFI), the Swift code
+// UniFFI generates from it (Sources/RoomState/Generated) and a small Swift layer.
+//
+// Run scripts/bindings.sh first: it builds the engine and generates the Swift, the C
+// header and the module map (none of them committed). On Apple platforms the engine is
+// RoomStateFFI.xcframework (scripts/build-xcframework.sh). On Linux it is the cargo
+// build's libroomstate.so, linked through the generated module map; tell the linker where
+// it is: swift build -Xlinker -L<target>/debug (scripts/test-swift.sh does).
 import PackageDescription
+
+#if os(Linux)
+let engine: Target = .systemLibrary(name: "RoomStateFFI", path: "Generated/RoomStateFFI")
+#else
+let engine: Target = .binaryTarget(name: "RoomStateFFI", path: "RoomStateFFI.xcframework")
+#endif
 
 let package = Package(
     name: "RoomState",
@@ -10,8 +22,9 @@ let package = Package(
         .library(name: "RoomState", targets: ["RoomState"]),
     ],
     targets: [
-        .binaryTarget(name: "RoomStateFFI", path: "RoomStateFFI.xcframework"),
+        engine,
         .target(name: "RoomState", dependencies: ["RoomStateFFI"], path: "Sources/RoomState"),
         .testTarget(name: "RoomStateTests", dependencies: ["RoomState"], path: "Tests/RoomStateTests"),
-    ]
+    ],
+    swiftLanguageModes: [.v6]
 )

@@ -259,6 +259,20 @@ impl Room {
     }
 }
 
+/// `Room.connect` as a function, for Swift: UniFFI 0.32.2 does not apply
+/// `[bindings.swift.rename]` to a constructor's return type, so uniffi.toml excludes the
+/// constructor from Swift and the Swift layer's `RoomConnection.connect` calls this.
+/// Kotlin excludes this one.
+#[uniffi::export]
+pub async fn connect_room(
+    url: String,
+    token: String,
+    listener: Arc<dyn RoomListener>,
+    options: ConnectOptions,
+) -> Result<Arc<Room>, RoomError> {
+    Room::connect(url, token, listener, options).await
+}
+
 /// Identifies one key change listener, for `remove_key_change_listener`.
 #[derive(uniffi::Object)]
 pub struct ObserverHandle {
@@ -283,6 +297,13 @@ impl SessionStore {
             .inner
             .add_key_change_listener(keys, Arc::new(KeyChangeListenerAdapter(listener)))?;
         Ok(Arc::new(ObserverHandle { handle }))
+    }
+
+    /// Returns once the room has ended (left, removed, the session ended...), with the
+    /// reason; at once if it has; after the listener calls queued before the end ran.
+    /// The Swift layer's streams finish with it.
+    pub async fn ended(&self) -> DisconnectReason {
+        self.inner.ended().await.into()
     }
 
     /// When this returns, the listener is not running and will not be called again.
@@ -483,18 +504,22 @@ impl From<engine::ConnectionState> for ConnectionState {
             engine::ConnectionState::Connected => ConnectionState::Connected,
             engine::ConnectionState::Reconnecting => ConnectionState::Reconnecting,
             engine::ConnectionState::Disconnected { reason } => ConnectionState::Disconnected {
-                reason: match reason {
-                    engine::DisconnectReason::ClientRequested => DisconnectReason::ClientRequested,
-                    engine::DisconnectReason::DuplicateIdentity => {
-                        DisconnectReason::DuplicateIdentity
-                    }
-                    engine::DisconnectReason::Removed => DisconnectReason::Removed,
-                    engine::DisconnectReason::TokenRefused { message } => {
-                        DisconnectReason::TokenRefused { detail: message }
-                    }
-                    engine::DisconnectReason::SessionEnded => DisconnectReason::SessionEnded,
-                },
+                reason: reason.into(),
             },
+        }
+    }
+}
+
+impl From<engine::DisconnectReason> for DisconnectReason {
+    fn from(reason: engine::DisconnectReason) -> Self {
+        match reason {
+            engine::DisconnectReason::ClientRequested => DisconnectReason::ClientRequested,
+            engine::DisconnectReason::DuplicateIdentity => DisconnectReason::DuplicateIdentity,
+            engine::DisconnectReason::Removed => DisconnectReason::Removed,
+            engine::DisconnectReason::TokenRefused { message } => {
+                DisconnectReason::TokenRefused { detail: message }
+            }
+            engine::DisconnectReason::SessionEnded => DisconnectReason::SessionEnded,
         }
     }
 }

@@ -297,8 +297,8 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn start(roomstate_bin: &std::path::Path) -> Server {
-        Self::start_with(Command::new(roomstate_bin), roomstate_bin)
+    pub fn start(roomstate_bin: &std::path::Path, unthrottled: bool) -> Server {
+        Self::start_with(Command::new(roomstate_bin), roomstate_bin, unthrottled)
     }
 
     /// The same, on the bench's server core (`taskset`), for measurements.
@@ -307,10 +307,14 @@ impl Server {
         command
             .args(["-c", &crate::target::SERVER_CORE.to_string()])
             .arg(roomstate_bin);
-        Self::start_with(command, roomstate_bin)
+        Self::start_with(command, roomstate_bin, false)
     }
 
-    fn start_with(mut command: Command, roomstate_bin: &std::path::Path) -> Server {
+    fn start_with(
+        mut command: Command,
+        roomstate_bin: &std::path::Path,
+        unthrottled: bool,
+    ) -> Server {
         let dir = std::env::temp_dir().join(format!(
             "roomstate-fuzz-{}-{}",
             std::process::id(),
@@ -318,10 +322,16 @@ impl Server {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("fuzz.toml");
-        // Default limits and timeouts: the fuzzer attacks what ships.
+        // Default limits and timeouts: the fuzzer attacks what ships. Only the inbound
+        // rate is raised (it would just slow the run down), when `unthrottled`.
+        let rate = if unthrottled {
+            "client_requests_per_second = 1000000\nclient_bytes_per_second = 1000000000\n"
+        } else {
+            ""
+        };
         std::fs::write(
             &config,
-            format!("bind = \"127.0.0.1:0\"\n[keys]\n{API_KEY} = \"{API_SECRET}\"\n"),
+            format!("bind = \"127.0.0.1:0\"\n{rate}[keys]\n{API_KEY} = \"{API_SECRET}\"\n"),
         )
         .unwrap();
         let log = dir.join("stderr.log");
@@ -546,7 +556,7 @@ async fn api_call(addr: SocketAddr, mutator: &mut Mutator, report: &mut Report) 
 pub async fn run(roomstate_bin: &std::path::Path, iterations: u64, seed: u64) -> Report {
     let mut report = Report::default();
     fuzz_decoder(iterations * 10, seed, &mut report);
-    let server = Server::start(roomstate_bin);
+    let server = Server::start(roomstate_bin, true);
     fuzz_server(server.addr, iterations, seed, &mut report).await;
     let healthy = tokio::net::TcpStream::connect(server.addr).await.is_ok()
         && join(server.addr, "after-the-fuzz").await.is_ok();

@@ -119,6 +119,7 @@ async fn attack(addr: SocketAddr, until: Instant, reads: bool) -> (u64, u64) {
 async fn probe(addr: SocketAddr) -> Option<Duration> {
     let started = Instant::now();
     let mut tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    tcp.set_nodelay(true).ok()?;
     tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .ok()?;

@@ -44,6 +44,7 @@ pub type Millis = u64;
 // ---------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMessage {
     /// Writes `value` under `key`. A `null` value deletes the key. With `if_version`,
@@ -123,6 +124,7 @@ impl ClientMessage {
 // ---------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// First frame after a fresh join.
@@ -152,9 +154,13 @@ pub enum ServerMessage {
         seq: Seq,
         metadata: String,
     },
-    /// A frame the server could not use (not JSON, unknown type, missing fields). The
-    /// connection stays open.
+    /// A frame the server could not use (not JSON, unknown type, missing fields, a
+    /// request id not above the last). Nothing changed, the connection stays open, and
+    /// the request gets no `reply`.
     Rejected {
+        /// The frame's `id`, when it had a readable one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<RequestId>,
         error: ErrorBody,
     },
     /// Sent just before the server closes the connection, saying why.
@@ -179,6 +185,7 @@ impl ServerMessage {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct JoinInfo {
     pub protocol: u32,
     pub room: String,
@@ -197,6 +204,7 @@ pub struct JoinInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ResumeInfo {
     pub session_id: String,
     /// The highest request id the server has processed for this participant. The
@@ -209,6 +217,7 @@ pub struct ResumeInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Snapshot {
     pub seq: Seq,
     pub local: ParticipantInfo,
@@ -220,6 +229,7 @@ pub struct Snapshot {
 
 /// One key of the session store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Entry {
     pub key: String,
     /// Absent: the key does not exist (never set, or deleted).
@@ -252,6 +262,7 @@ fn is_zero(n: &u64) -> bool {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ParticipantInfo {
     pub sid: String,
     pub identity: String,
@@ -268,6 +279,7 @@ pub struct ParticipantInfo {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ParticipantPermission {
     pub can_update_metadata: bool,
     pub can_write_store: bool,
@@ -275,6 +287,7 @@ pub struct ParticipantPermission {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Reply {
     pub id: RequestId,
     #[serde(flatten)]
@@ -286,6 +299,7 @@ pub struct Reply {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Ok(ReplyBody),
@@ -293,6 +307,7 @@ pub enum Outcome {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ReplyBody {
     /// set, delete: the key's entry after the write.
@@ -306,6 +321,7 @@ pub enum ReplyBody {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ErrorBody {
     pub code: ErrorCode,
     pub message: String,
@@ -350,6 +366,7 @@ impl ErrorBody {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LimitViolation {
     pub limit: Limit,
     pub max: usize,
@@ -357,6 +374,7 @@ pub struct LimitViolation {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The request is malformed: bad key, bad JSON, unknown message, bad request id.
@@ -388,6 +406,7 @@ impl ErrorCode {
 /// Why the server ends a connection. `retry()` says whether the client should
 /// reconnect (and resume) or give up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CloseReason {
     /// The client did not read fast enough; its outbound queue filled up.
@@ -437,12 +456,14 @@ impl CloseReason {
 /// Why the HTTP upgrade of `/rtc` was refused (status 400, 401 or 403 with this JSON
 /// body).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ConnectRefusal {
     pub code: ConnectRefusalCode,
     pub message: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectRefusalCode {
     /// No token, unreadable token, unknown API key or wrong signature.
@@ -459,6 +480,7 @@ pub enum ConnectRefusalCode {
 
 /// Query parameters of the `/rtc` upgrade request.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ConnectParams {
     /// The access token (a `Authorization: Bearer` header works as well).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -558,5 +580,55 @@ mod tests {
             serde_json::from_str::<ServerMessage>(&text).unwrap(),
             deleted
         );
+    }
+}
+
+/// The protocol as JSON Schema, for client authors in other languages.
+#[cfg(feature = "schema")]
+pub mod schema {
+    use schemars::JsonSchema;
+
+    /// Every message both ways, the connect parameters and refusals, and the token
+    /// claims, as one JSON Schema document (pretty-printed, with a final newline).
+    pub fn document() -> String {
+        #[derive(JsonSchema)]
+        #[allow(dead_code)]
+        struct Protocol {
+            /// A frame a client sends.
+            client_message: crate::ClientMessage,
+            /// A frame the server sends.
+            server_message: crate::ServerMessage,
+            /// The query of `GET /rtc`.
+            connect_params: crate::ConnectParams,
+            /// The JSON body of a refused `/rtc` upgrade.
+            connect_refusal: crate::ConnectRefusal,
+            /// An access token's claims.
+            claims: crate::Claims,
+        }
+        let schema = serde_json::to_value(schemars::schema_for!(Protocol)).expect("serializes");
+        let mut text = serde_json::to_string_pretty(&sorted(schema)).expect("a schema serializes");
+        text.push('\n');
+        text
+    }
+
+    /// Keys in sorted order at every level: the same text whether or not another crate
+    /// turned on serde_json's `preserve_order`.
+    fn sorted(value: serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(object) => {
+                let mut entries: Vec<(String, serde_json::Value)> = object.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(
+                    entries
+                        .into_iter()
+                        .map(|(key, value)| (key, sorted(value)))
+                        .collect(),
+                )
+            }
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.into_iter().map(sorted).collect())
+            }
+            other => other,
+        }
     }
 }

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 /// (participants); every one is configurable on the server, and the server tells each
 /// client its limits when it joins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(default)]
 pub struct Limits {
     /// One store value, as serialized JSON.
@@ -39,6 +40,7 @@ impl Default for Limits {
 
 /// Names one of [`Limits`]' fields, in errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Limit {
     ValueBytes,

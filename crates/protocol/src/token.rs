@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Claims {
     /// The API key whose secret signed the token.
     #[serde(default)]
@@ -31,6 +32,7 @@ pub struct Claims {
 
 /// The subset of LiveKit's `video` grant that roomstate reads; other fields are ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VideoGrant {
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -49,6 +51,7 @@ pub struct VideoGrant {
 
 /// Store permissions. Without this claim a joined participant may write any key.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RoomStateGrant {
     /// `false` makes the participant read-only in the store.

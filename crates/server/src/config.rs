@@ -25,6 +25,8 @@ pub struct ServerConfig {
     /// Frames queued for one connection before it counts as a slow consumer and is
     /// disconnected (it may resume).
     pub outbound_queue: usize,
+    /// The same queue's bound in bytes (the frames' total size).
+    pub outbound_queue_bytes: usize,
     /// Recent events kept per room so that resuming clients get exactly what they missed.
     pub replay_log_events: usize,
     /// A connection that sends nothing (not even a ping) for this long is closed.
@@ -40,6 +42,11 @@ pub struct ServerConfig {
     pub http_timeout_ms: u64,
     /// Open TCP connections from one IP address at most; more are closed at once.
     pub max_connections_per_address: usize,
+    /// Frames one connection may send per second (a second's worth may come at once);
+    /// past it the server reads that connection later.
+    pub client_requests_per_second: usize,
+    /// Bytes one connection may send per second, likewise.
+    pub client_bytes_per_second: usize,
     /// Where to send webhooks, if anywhere.
     pub webhook: Option<crate::webhook::WebhookConfig>,
     /// Join a cluster through Redis; without it the node holds every room in memory.
@@ -54,12 +61,15 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             reconnect_grace_ms: 20_000,
             outbound_queue: 1024,
+            outbound_queue_bytes: 4 * 1024 * 1024,
             replay_log_events: 4096,
             idle_timeout_ms: 30_000,
             reply_cache_bytes: 1024 * 1024,
             write_timeout_ms: 10_000,
             http_timeout_ms: 10_000,
             max_connections_per_address: 1024,
+            client_requests_per_second: 200,
+            client_bytes_per_second: 1024 * 1024,
             webhook: None,
             redis: None,
         }
@@ -232,6 +242,10 @@ mod tests {
         assert_eq!(documented.bind, defaults.bind);
         assert_eq!(documented.reconnect_grace_ms, defaults.reconnect_grace_ms);
         assert_eq!(documented.outbound_queue, defaults.outbound_queue);
+        assert_eq!(
+            documented.outbound_queue_bytes,
+            defaults.outbound_queue_bytes
+        );
         assert_eq!(documented.replay_log_events, defaults.replay_log_events);
         assert_eq!(documented.idle_timeout_ms, defaults.idle_timeout_ms);
         assert_eq!(documented.reply_cache_bytes, defaults.reply_cache_bytes);
@@ -240,6 +254,14 @@ mod tests {
         assert_eq!(
             documented.max_connections_per_address,
             defaults.max_connections_per_address
+        );
+        assert_eq!(
+            documented.client_requests_per_second,
+            defaults.client_requests_per_second
+        );
+        assert_eq!(
+            documented.client_bytes_per_second,
+            defaults.client_bytes_per_second
         );
         assert_eq!(
             serde_json::to_value(documented.limits).unwrap(),

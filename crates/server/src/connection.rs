@@ -6,23 +6,35 @@ use std::sync::Arc;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use roomstate_protocol::{ClientMessage, CloseReason, ErrorBody, ErrorCode, ServerMessage};
+use roomstate_protocol::{
+    ClientMessage, CloseReason, ErrorBody, ErrorCode, RequestId, ServerMessage,
+};
 use tokio::sync::{mpsc, watch};
 
 use crate::cluster::Unavailable;
-use crate::room::{Admission, Closing, Connection, Rooms};
+use crate::room::{Admission, Closing, Connection, QueuedBytes, Rooms};
 
 /// Frames written per flush at most, so one busy connection cannot starve the rest.
 const WRITE_BATCH: usize = 64;
+
+/// Bytes written per flush at most (a frame larger than this goes alone).
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+
+/// A client frame above this many bytes is heavy: it is parsed off the runtime's
+/// workers, and the reader yields after it.
+const HEAVY_FRAME_BYTES: usize = 8 * 1024;
 
 pub async fn serve(socket: WebSocket, rooms: Arc<Rooms>, admission: Admission) {
     let (frames_tx, frames_rx) = mpsc::channel(rooms.config().outbound_queue);
     let (close_tx, close_rx) = watch::channel(None);
     let close_tx = Arc::new(close_tx);
-    let connection = Connection::new(frames_tx.clone(), close_tx.clone());
+    let queued = QueuedBytes::new(rooms.config().outbound_queue_bytes);
+    // The reader's own handle, for frames it answers itself: every frame queued to this
+    // connection is counted against its byte budget, whoever queues it.
+    let own = Connection::new(frames_tx, close_tx.clone(), queued.clone());
     let (mut sink, stream) = socket.split();
     // Boxed: the join's future is large, and this one lives as long as the connection.
-    let admitted = match Box::pin(rooms.admit(admission, connection)).await {
+    let admitted = match Box::pin(rooms.admit(admission, own.clone())).await {
         Ok(admitted) => admitted,
         Err(Unavailable(problem)) => {
             tracing::warn!(%problem, "cannot admit a connection: the cluster is unavailable");
@@ -43,11 +55,12 @@ pub async fn serve(socket: WebSocket, rooms: Arc<Rooms>, admission: Admission) {
         frames_rx,
         close_rx,
         metrics_rooms,
+        queued,
     ));
     let idle_timeout = rooms.config().idle_timeout();
     let ended_by_client = tokio::select! {
         _ = &mut writer => false,
-        closing = read_frames(stream, &rooms, &admitted.room, &admitted.sid, epoch, &frames_tx, idle_timeout) => {
+        closing = read_frames(stream, &rooms, &admitted.room, &admitted.sid, epoch, &own, idle_timeout) => {
             if let Some(closing) = closing {
                 // The first reason stands: a slow consumer cut by the room stays one,
                 // even if its reads then time out too.
@@ -59,7 +72,7 @@ pub async fn serve(socket: WebSocket, rooms: Arc<Rooms>, admission: Admission) {
         }
     };
     admitted.room.connection_closed(&admitted.sid, epoch);
-    drop(frames_tx);
+    drop(own);
     if ended_by_client {
         // The room no longer holds a sender, so the writer ends once its queue is out.
         let _ = writer.await;
@@ -74,9 +87,14 @@ async fn read_frames(
     room: &Arc<crate::room::Room>,
     sid: &str,
     epoch: u64,
-    frames: &mpsc::Sender<Utf8Bytes>,
+    own: &Connection,
     idle_timeout: std::time::Duration,
 ) -> Option<Closing> {
+    let config = rooms.config();
+    let mut budget = InboundBudget::new(
+        config.client_requests_per_second,
+        config.client_bytes_per_second,
+    );
     loop {
         let message = match tokio::time::timeout(idle_timeout, stream.next()).await {
             Err(_) => {
@@ -93,11 +111,15 @@ async fn read_frames(
             Ok(Some(Ok(message))) => message,
         };
         rooms.metrics().messages_in.inc();
+        // Past its budget a connection is simply read later: TCP pushes back on the
+        // client, and no one connection can take a worker (and the room lock) for itself.
+        budget.spend(frame_len(&message)).await;
         let text = match message {
             Message::Text(text) => text,
             Message::Binary(_) => {
                 reject(
-                    frames,
+                    own,
+                    None,
                     "binary frames are not part of the protocol; send JSON text",
                 );
                 continue;
@@ -105,10 +127,114 @@ async fn read_frames(
             Message::Close(_) => return None,
             Message::Ping(_) | Message::Pong(_) => continue,
         };
-        match serde_json::from_str::<ClientMessage>(text.as_str()) {
-            Ok(message) => room.handle(sid, epoch, message, frames).await,
-            Err(error) => reject(frames, &format!("malformed frame: {error}")),
+        // Reads and large frames cost the most (a reply can hold the whole store):
+        // after one, let other tasks run, so one pipelining client cannot hold a worker
+        // for a whole coop budget of them while /healthz and other rooms wait.
+        let heavy = text.len() > HEAVY_FRAME_BYTES;
+        let parsed = if heavy {
+            // Up to frame_bytes of JSON: parsed on a blocking thread, so the worker goes
+            // on serving other connections (and /healthz) meanwhile.
+            let text = text.clone();
+            tokio::task::spawn_blocking(move || {
+                serde_json::from_str::<ClientMessage>(text.as_str())
+            })
+            .await
+            .expect("parsing does not panic")
+        } else {
+            serde_json::from_str::<ClientMessage>(text.as_str())
+        };
+        match parsed {
+            Ok(message) => {
+                let heavy = heavy
+                    || matches!(
+                        message,
+                        ClientMessage::Get { .. } | ClientMessage::Observe { .. }
+                    );
+                room.handle(sid, epoch, message, own).await;
+                if heavy {
+                    tokio::task::yield_now().await;
+                }
+            }
+            Err(error) => reject(
+                own,
+                readable_id(text.as_str()),
+                &format!("malformed frame: {error}"),
+            ),
         }
+    }
+}
+
+fn frame_len(message: &Message) -> usize {
+    match message {
+        Message::Text(text) => text.len(),
+        Message::Binary(bytes) | Message::Ping(bytes) | Message::Pong(bytes) => bytes.len(),
+        Message::Close(_) => 0,
+    }
+}
+
+/// A connection's allowance of frames and bytes per second, a token bucket of each that
+/// holds one second's worth (and at least one frame_bytes frame).
+struct InboundBudget {
+    frames: Bucket,
+    bytes: Bucket,
+    last: tokio::time::Instant,
+}
+
+struct Bucket {
+    per_second: f64,
+    capacity: f64,
+    available: f64,
+}
+
+impl Bucket {
+    fn new(per_second: usize, capacity: usize) -> Self {
+        Bucket {
+            per_second: per_second.max(1) as f64,
+            capacity: capacity.max(1) as f64,
+            available: capacity.max(1) as f64,
+        }
+    }
+
+    fn refill(&mut self, elapsed: std::time::Duration) {
+        self.available =
+            (self.available + elapsed.as_secs_f64() * self.per_second).min(self.capacity);
+    }
+
+    /// How long until `amount` is available (none: now).
+    fn wait_for(&self, amount: f64) -> Option<std::time::Duration> {
+        let missing = amount.min(self.capacity) - self.available;
+        (missing > 0.0).then(|| std::time::Duration::from_secs_f64(missing / self.per_second))
+    }
+}
+
+impl InboundBudget {
+    fn new(frames_per_second: usize, bytes_per_second: usize) -> Self {
+        InboundBudget {
+            frames: Bucket::new(frames_per_second, frames_per_second),
+            bytes: Bucket::new(bytes_per_second, bytes_per_second),
+            last: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Takes one frame of `len` bytes, first waiting until the buckets hold it.
+    async fn spend(&mut self, len: usize) {
+        loop {
+            let now = tokio::time::Instant::now();
+            let elapsed = now - self.last;
+            self.last = now;
+            self.frames.refill(elapsed);
+            self.bytes.refill(elapsed);
+            let wait = self
+                .frames
+                .wait_for(1.0)
+                .max(self.bytes.wait_for(len as f64));
+            match wait {
+                None => break,
+                Some(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+        self.frames.available -= 1.0;
+        self.bytes.available -= (len as f64).min(self.bytes.capacity);
     }
 }
 
@@ -126,13 +252,24 @@ fn too_large(error: axum::Error, frame_bytes: usize) -> Option<Closing> {
     })
 }
 
-fn reject(frames: &mpsc::Sender<Utf8Bytes>, message: &str) {
+/// The `id` of a frame that is JSON but not a valid message, so that the client can tell
+/// which request was refused.
+fn readable_id(text: &str) -> Option<RequestId> {
+    #[derive(serde::Deserialize)]
+    struct WithId {
+        id: Option<RequestId>,
+    }
+    serde_json::from_str::<WithId>(text).ok()?.id
+}
+
+fn reject(own: &Connection, id: Option<RequestId>, message: &str) {
     let rejected = ServerMessage::Rejected {
+        id,
         error: ErrorBody::new(ErrorCode::InvalidRequest, message),
     };
     let text = serde_json::to_string(&rejected).expect("server messages serialize");
     // A client that floods bad frames and does not read loses the notices, not memory.
-    let _ = frames.try_send(text.into());
+    let _ = own.send(&text.into());
 }
 
 /// Writes the connection's frames in order. Every write is bounded by the server's
@@ -144,6 +281,7 @@ async fn write_frames(
     mut frames: mpsc::Receiver<Utf8Bytes>,
     mut close: watch::Receiver<Option<Closing>>,
     rooms: Arc<Rooms>,
+    queued: QueuedBytes,
 ) {
     let mut sink = TimedSink {
         sink,
@@ -175,14 +313,23 @@ async fn write_frames(
                     let _ = sink.close().await;
                     return;
                 };
+                queued.written(frame.len());
                 if sink.feed(frame).await.is_err() {
                     return;
                 }
                 let mut batch = 1;
+                let mut batch_bytes = 0;
                 for _ in 1..WRITE_BATCH {
+                    // The socket's buffer holds a copy of each frame until it is written:
+                    // large frames are flushed a few at a time, not 64 at once.
+                    if batch_bytes > WRITE_BATCH_BYTES {
+                        break;
+                    }
                     match frames.try_recv() {
                         Ok(frame) => {
                             batch += 1;
+                            batch_bytes += frame.len();
+                            queued.written(frame.len());
                             if sink.feed(frame).await.is_err() {
                                 return;
                             }

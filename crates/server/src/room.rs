@@ -114,6 +114,43 @@ pub struct Admitted {
 pub struct Connection {
     frames: mpsc::Sender<Utf8Bytes>,
     close: Arc<watch::Sender<Option<Closing>>>,
+    queued: QueuedBytes,
+}
+
+/// The bytes of a connection's frames queued but not yet written, shared by the room
+/// (which adds) and the connection's writer (which takes away): with the queue's frame
+/// count, this bounds what a client that does not read can make the server hold.
+#[derive(Clone)]
+pub struct QueuedBytes {
+    bytes: Arc<std::sync::atomic::AtomicUsize>,
+    max: usize,
+}
+
+impl QueuedBytes {
+    pub fn new(max: usize) -> Self {
+        QueuedBytes {
+            bytes: Arc::default(),
+            max,
+        }
+    }
+
+    /// Counts `len` more bytes in; false (nothing counted) past the budget, unless the
+    /// queue is empty: one frame always fits.
+    fn admit(&self, len: usize) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let queued = self.bytes.load(Relaxed);
+        if queued > 0 && queued + len > self.max {
+            return false;
+        }
+        self.bytes.fetch_add(len, Relaxed);
+        true
+    }
+
+    /// `len` bytes were written (or dropped).
+    pub fn written(&self, len: usize) {
+        self.bytes
+            .fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -126,15 +163,27 @@ impl Connection {
     pub fn new(
         frames: mpsc::Sender<Utf8Bytes>,
         close: Arc<watch::Sender<Option<Closing>>>,
+        queued: QueuedBytes,
     ) -> Self {
-        Connection { frames, close }
+        Connection {
+            frames,
+            close,
+            queued,
+        }
     }
 
-    /// Queues a frame; `false` when the queue is full (the connection is too slow).
-    fn send(&self, frame: &Utf8Bytes) -> bool {
+    /// Queues a frame; `false` when the queue is full, in frames or in bytes (the
+    /// connection is too slow).
+    pub fn send(&self, frame: &Utf8Bytes) -> bool {
+        if !self.queued.admit(frame.len()) {
+            return false;
+        }
         match self.frames.try_send(frame.clone()) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => false,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.queued.written(frame.len());
+                false
+            }
             // The writer is gone; the reader will report the connection closed.
             Err(mpsc::error::TrySendError::Closed(_)) => true,
         }
@@ -1117,7 +1166,7 @@ impl Room {
         sid: &str,
         epoch: u64,
         message: ClientMessage,
-        frames: &mpsc::Sender<Utf8Bytes>,
+        connection: &Connection,
     ) {
         let id = message.request_id();
         // Kept to answer from this node's copy if Redis cannot be reached.
@@ -1160,7 +1209,7 @@ impl Room {
         };
         self.node.metrics.error(ErrorCode::Unavailable.as_str());
         // A reply the client may wait for: worth a slow consumer's queue slot.
-        let _ = frames.try_send(frame(&ServerMessage::Reply(reply)));
+        let _ = connection.send(&frame(&ServerMessage::Reply(reply)));
     }
 
     /// Applies a client's message. Returns whether it ended the session.
@@ -1192,6 +1241,7 @@ impl Room {
         };
         if id <= participant.last_request_id {
             let rejected = ServerMessage::Rejected {
+                id: Some(id),
                 error: ErrorBody::new(
                     ErrorCode::InvalidRequest,
                     format!(

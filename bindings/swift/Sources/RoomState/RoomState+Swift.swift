@@ -1,6 +1,19 @@
 // The Swift layer over the generated bindings (Generated/, produced by
-// scripts/build-xcframework.sh): Codable values, closure observers and AsyncStreams.
+// scripts/bindings.sh): Codable values, closure observers and AsyncSequences.
 import Foundation
+
+public extension RoomConnection {
+    /// Joins the room the token grants and returns once joined: the session store and the
+    /// participants are known by then. `url` is the server's, like `ws://127.0.0.1:7880`.
+    static func connect(
+        url: String,
+        token: String,
+        listener: RoomListener,
+        options: RoomConnectOptions = RoomConnectOptions()
+    ) async throws -> RoomConnection {
+        try await connectRoom(url: url, token: token, listener: listener, options: options)
+    }
+}
 
 public extension StoreEntry {
     /// Decodes this entry's JSON value.
@@ -9,11 +22,33 @@ public extension StoreEntry {
     }
 }
 
+/// How a stream of `SessionStore.changes(forKey:)` or `values(forKey:as:)` ends when the
+/// room ends for any reason but leaving it (`disconnect()`, after which they just finish):
+/// this participant was removed, the session ended, another connection took the identity,
+/// or the token was refused.
+public struct RoomEndedError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let reason: RoomDisconnectReason
+
+    public init(reason: RoomDisconnectReason) {
+        self.reason = reason
+    }
+
+    public var description: String { "the room ended: \(reason)" }
+}
+
 public extension SessionStore {
     /// Writes `value` as JSON under `key`; returns the new version.
     @discardableResult
-    func set<T: Encodable>(_ value: T, forKey key: String, using encoder: JSONEncoder = JSONEncoder()) async throws -> UInt64 {
-        try await set(key: key, valueJson: String(decoding: try encoder.encode(value), as: UTF8.self))
+    func set<T: Encodable>(_ value: T, forKey key: String) async throws -> UInt64 {
+        try await set(key: key, valueJson: try Self.json(value))
+    }
+
+    /// Writes `value` as JSON only if `key` is at `expectedVersion` (0: it must not exist);
+    /// nil deletes. Fails with `RoomError.Conflict(current:)` otherwise.
+    @discardableResult
+    func compareAndSet<T: Encodable>(_ value: T?, forKey key: String, expectedVersion: UInt64) async throws -> UInt64 {
+        let json: String? = if let value { try Self.json(value) } else { nil }
+        return try await compareAndSet(key: key, expectedVersion: expectedVersion, valueJson: json)
     }
 
     /// The value under `key`, decoded; nil when the key does not exist.
@@ -35,35 +70,86 @@ public extension SessionStore {
         removeKeyChangeListener(handle: observer)
     }
 
-    /// The entries of `key`: the current one first, then every change. The observer is
-    /// removed when the stream ends or its consumer is cancelled.
-    func changes(forKey key: String) -> AsyncThrowingStream<StoreEntry?, Error> {
-        AsyncThrowingStream(bufferingPolicy: .unbounded) { continuation in
+    /// The entries of `key`: the current one first (nil: absent), then every change.
+    ///
+    /// The observer is removed when the consuming task is cancelled or stops iterating.
+    /// The stream finishes when the room ends: normally after `disconnect()`, throwing
+    /// `RoomEndedError` otherwise (removed, session ended...). On a room that has ended
+    /// already it throws `RoomError.NotConnected`.
+    func changes(forKey key: String) -> AsyncThrowingStream<StoreEntry?, any Error> {
+        stream(of: key) { $0 }
+    }
+
+    /// The values of `key`, decoded, as `changes(forKey:)`. A value that does not decode
+    /// as `T` ends the stream with the decoding error.
+    func values<T: Decodable & Sendable>(forKey key: String, as type: T.Type = T.self) -> AsyncThrowingStream<T?, any Error> {
+        stream(of: key) { try $0?.decode(T.self) }
+    }
+
+    private static func json<T: Encodable>(_ value: T) throws -> String {
+        String(decoding: try JSONEncoder().encode(value), as: UTF8.self)
+    }
+
+    private func stream<Element: Sendable>(
+        of key: String,
+        _ transform: @escaping @Sendable (StoreEntry?) throws -> Element
+    ) -> AsyncThrowingStream<Element, any Error> {
+        // `self`, not a weak reference: `RoomConnection.sessionStore()` makes a new
+        // SessionStore each time, so the caller's may be gone long before the stream.
+        let store = self
+        return AsyncThrowingStream(bufferingPolicy: .unbounded) { continuation in
+            let observer = StreamObserver(store)
+            continuation.onTermination = { _ in observer.end() }
             do {
-                let observer = try observeChanges(forKeys: [key]) { _, entry in continuation.yield(entry) }
-                continuation.onTermination = { [weak self] _ in self?.removeObserver(observer) }
+                observer.registered(try store.observeChanges(forKeys: [key]) { _, entry in
+                    do {
+                        continuation.yield(try transform(entry))
+                    } catch {
+                        continuation.finish(throwing: error)
+                    }
+                })
             } catch {
                 continuation.finish(throwing: error)
+                return
+            }
+            // `ended()` resolves after the listener calls queued before the end ran, so
+            // every change is yielded before the stream finishes. (UniFFI's Swift cannot
+            // cancel the call: after a cancelled stream it waits on for the room's end.)
+            Task {
+                let reason = await store.ended()
+                continuation.finish(throwing: reason == .clientRequested ? nil : RoomEndedError(reason: reason))
             }
         }
     }
+}
 
-    /// The decoded values of `key`, as `changes(forKey:)`.
-    func values<T: Decodable & Sendable>(forKey key: String, as type: T.Type = T.self) -> AsyncThrowingStream<T?, Error> {
-        let entries = changes(forKey: key)
-        return AsyncThrowingStream { continuation in
-            let task = Task {
-                do {
-                    for try await entry in entries {
-                        continuation.yield(try entry?.decode(T.self))
-                    }
-                    continuation.finish()
-                } catch {
-                    continuation.finish(throwing: error)
-                }
-            }
-            continuation.onTermination = { _ in task.cancel() }
-        }
+/// A stream's observer: removed once the stream has ended and the observer is
+/// registered, in whichever order those happen (the first call may end the stream).
+private final class StreamObserver: @unchecked Sendable {
+    private let store: SessionStore
+    private let lock = NSLock()
+    private var handle: ObserverHandle?
+    private var ended = false
+
+    init(_ store: SessionStore) {
+        self.store = store
+    }
+
+    func registered(_ handle: ObserverHandle) {
+        lock.lock()
+        let remove = ended
+        if !ended { self.handle = handle }
+        lock.unlock()
+        if remove { store.removeObserver(handle) }
+    }
+
+    func end() {
+        lock.lock()
+        ended = true
+        let registered = handle
+        handle = nil
+        lock.unlock()
+        if let registered { store.removeObserver(registered) }
     }
 }
 
@@ -80,14 +166,15 @@ final class ClosureKeyChangeListener: KeyChangeListener {
 }
 
 /// A `RoomListener` whose methods do nothing: subclass it and override what you need.
+/// The engine calls it on the room's listener thread, one call at a time.
 open class DefaultRoomListener: RoomListener, @unchecked Sendable {
     public init() {}
     open func onSessionStoreAvailable(store: SessionStore) throws {}
-    open func onConnectionStateChanged(state: ConnectionState) throws {}
-    open func onParticipantJoined(participant: Participant) throws {}
-    open func onParticipantLeft(participant: Participant) throws {}
-    open func onAttributesChanged(participant: Participant, changedKeys: [String]) throws {}
-    open func onMetadataChanged(participant: Participant, oldMetadata: String, newMetadata: String) throws {}
-    open func onNameChanged(participant: Participant, oldName: String, newName: String) throws {}
+    open func onConnectionStateChanged(state: RoomConnectionState) throws {}
+    open func onParticipantJoined(participant: RoomParticipant) throws {}
+    open func onParticipantLeft(participant: RoomParticipant) throws {}
+    open func onAttributesChanged(participant: RoomParticipant, changedKeys: [String]) throws {}
+    open func onMetadataChanged(participant: RoomParticipant, oldMetadata: String, newMetadata: String) throws {}
+    open func onNameChanged(participant: RoomParticipant, oldName: String, newName: String) throws {}
     open func onRoomMetadataChanged(oldMetadata: String, newMetadata: String) throws {}
 }

@@ -195,18 +195,27 @@ pub async fn next(socket: &mut RawSocket) -> ServerMessage {
 async fn malformed_frames_are_rejected_and_the_connection_goes_on() {
     let server = TestServer::start();
     let mut socket = raw_join(&server, "mallory").await;
+    // Each is refused with the request id when the frame had a readable one, so a
+    // client can tell which request will get no reply.
     let bad_frames = [
-        Message::text("not json"),
-        Message::text(r#"{"type":"set","id":1}"#),
-        Message::text(r#"{"type":"launch_missiles","id":1}"#),
-        Message::text(r#"{"type":"set","id":1,"key":"k","value":1,"sneaky":true}"#),
-        Message::binary(vec![0u8, 1, 2]),
+        (Message::text("not json"), None),
+        (Message::text(r#"{"type":"set","id":1}"#), Some(1)),
+        (
+            Message::text(r#"{"type":"launch_missiles","id":1}"#),
+            Some(1),
+        ),
+        (
+            Message::text(r#"{"type":"set","id":1,"key":"k","value":1,"sneaky":true}"#),
+            Some(1),
+        ),
+        (Message::binary(vec![0u8, 1, 2]), None),
     ];
-    for frame in bad_frames {
+    for (frame, expected_id) in bad_frames {
         socket.send(frame).await.unwrap();
         match next(&mut socket).await {
-            ServerMessage::Rejected { error } => {
-                assert_eq!(error.code, roomstate_protocol::ErrorCode::InvalidRequest)
+            ServerMessage::Rejected { id, error } => {
+                assert_eq!(error.code, roomstate_protocol::ErrorCode::InvalidRequest);
+                assert_eq!(id, expected_id);
             }
             other => panic!("{other:?}"),
         }
@@ -227,7 +236,7 @@ async fn malformed_frames_are_rejected_and_the_connection_goes_on() {
         .unwrap();
     assert!(matches!(
         next(&mut socket).await,
-        ServerMessage::Rejected { .. }
+        ServerMessage::Rejected { id: Some(1), .. }
     ));
     let alice = Client::join(&server.url(), &Token::new("r", "alice")).await;
     assert_eq!(

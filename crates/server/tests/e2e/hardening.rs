@@ -27,7 +27,7 @@ async fn ask(
     loop {
         match next(socket).await {
             ServerMessage::Reply(reply) => return reply.outcome,
-            ServerMessage::Rejected { error } => panic!("rejected: {error:?}"),
+            ServerMessage::Rejected { error, .. } => panic!("rejected: {error:?}"),
             _ => continue,
         }
     }
@@ -337,4 +337,28 @@ async fn token_claims_are_held_to_the_update_limits() {
             token.claims.sub
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_past_its_budget_is_read_later_and_still_answered() {
+    // Ten frames a second, a second's worth at once.
+    let server = TestServer::with_config("client_requests_per_second = 10");
+    let mut mallory = raw_join(&server, "mallory").await;
+    let started = tokio::time::Instant::now();
+    for id in 1..=30u64 {
+        let get = json!({"type": "get", "id": id, "keys": ["k"]});
+        mallory.send(Message::text(get.to_string())).await.unwrap();
+    }
+    let mut answered = 0;
+    while answered < 30 {
+        if let ServerMessage::Reply(_) = next(&mut mallory).await {
+            answered += 1;
+        }
+    }
+    // 10 at once, then 20 more at 10 a second: not before about two seconds.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "30 frames went through in {:?}: no budget",
+        started.elapsed()
+    );
 }

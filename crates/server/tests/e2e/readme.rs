@@ -207,3 +207,15 @@ fn every_code_block_of_the_readme_and_docs_is_compiled_by_the_tests() {
         "found only {checked} code blocks: is the parser right?"
     );
 }
+
+/// docs/protocol.schema.json is what the protocol's types say today.
+#[test]
+fn the_protocol_schema_in_docs_matches_the_types() {
+    let path = repository().join("docs/protocol.schema.json");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == roomstate_protocol::schema::document(),
+        "{} is stale: run scripts/generate-schema.sh and commit it",
+        path.display()
+    );
+}
