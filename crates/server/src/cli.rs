@@ -57,18 +57,8 @@ pub enum TokenCommand {
 pub struct TokenCreate {
     #[arg(long)]
     pub room: String,
-    #[arg(long)]
-    pub identity: String,
-    #[arg(long)]
-    pub name: Option<String>,
-    #[arg(long)]
-    pub metadata: Option<String>,
-    /// An initial attribute, key=value (repeatable).
-    #[arg(long = "attribute", value_parser = parse_pair)]
-    pub attributes: Vec<(String, String)>,
-    /// Let the participant change its own attributes, metadata and name.
-    #[arg(long)]
-    pub can_update_metadata: bool,
+    #[command(flatten)]
+    pub participant: ParticipantClaims,
     /// Grant roomAdmin (the server API for this room) and roomList.
     #[arg(long)]
     pub admin: bool,
@@ -171,6 +161,18 @@ pub enum StoreCommand {
 #[derive(Args, Debug)]
 pub struct JoinArgs {
     pub room: String,
+    #[command(flatten)]
+    pub participant: ParticipantClaims,
+    /// Store keys to print (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub keys: Vec<String>,
+    #[command(flatten)]
+    pub keepalive: Keepalive,
+}
+
+/// Who a participant is, as its token says: `token create` and `join` take the same.
+#[derive(Args, Debug)]
+pub struct ParticipantClaims {
     #[arg(long)]
     pub identity: String,
     #[arg(long)]
@@ -180,15 +182,32 @@ pub struct JoinArgs {
     /// An initial attribute, key=value (repeatable).
     #[arg(long = "attribute", value_parser = parse_pair)]
     pub attributes: Vec<(String, String)>,
-    /// Let the participant change its own attributes, metadata and name (also through
-    /// `roomstate participant update`, which needs no grant).
+    /// Let the participant change its own attributes, metadata and name (the server API's
+    /// `participant update` needs no grant).
     #[arg(long)]
     pub can_update_metadata: bool,
-    /// Store keys to print (default: all).
-    #[arg(long, value_delimiter = ',')]
-    pub keys: Vec<String>,
-    #[command(flatten)]
-    pub keepalive: Keepalive,
+}
+
+impl ParticipantClaims {
+    /// Claims for joining `room`, signed by API key `key`, valid for `valid_for`.
+    fn claims(&self, key: &str, room: &str, valid_for: Duration) -> Claims {
+        Claims {
+            iss: key.to_string(),
+            sub: self.identity.clone(),
+            exp: Some(unix_now() + valid_for.as_secs()),
+            nbf: Some(unix_now().saturating_sub(10)),
+            name: self.name.clone().unwrap_or_default(),
+            metadata: self.metadata.clone().unwrap_or_default(),
+            attributes: self.attributes.iter().cloned().collect(),
+            video: VideoGrant {
+                room: room.to_string(),
+                room_join: true,
+                can_update_own_metadata: Some(self.can_update_metadata),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
 }
 
 /// The engine's keep-alive (docs/protocol.md, Keepalive). Shorter values notice a dead
@@ -340,31 +359,18 @@ fn print_json(value: &impl Serialize) {
 
 pub fn token_create(server: &Server, args: TokenCreate) -> Result<(), CliError> {
     let (key, secret) = server.credentials()?;
-    let claims = Claims {
-        iss: key.to_string(),
-        sub: args.identity.clone(),
-        exp: Some(unix_now() + args.valid_for.as_secs()),
-        nbf: Some(unix_now().saturating_sub(10)),
-        name: args.name.unwrap_or_default(),
-        metadata: args.metadata.unwrap_or_default(),
-        attributes: args.attributes.into_iter().collect(),
-        video: VideoGrant {
-            room: args.room.clone(),
-            room_join: true,
-            room_admin: args.admin,
-            room_list: args.admin,
-            can_update_own_metadata: Some(args.can_update_metadata),
-            hidden: args.hidden,
-        },
-        roomstate: args.read_only_store.then_some(RoomStateGrant {
-            can_write_store: Some(false),
-            store_write_prefixes: None,
-        }),
-    };
+    let mut claims = args.participant.claims(key, &args.room, args.valid_for);
+    claims.video.room_admin = args.admin;
+    claims.video.room_list = args.admin;
+    claims.video.hidden = args.hidden;
+    claims.roomstate = args.read_only_store.then_some(RoomStateGrant {
+        can_write_store: Some(false),
+        store_write_prefixes: None,
+    });
     let token = mint_token(&claims, secret);
     if server.json {
         print_json(
-            &serde_json::json!({"token": token, "room": args.room, "identity": args.identity}),
+            &serde_json::json!({"token": token, "room": args.room, "identity": args.participant.identity}),
         );
     } else {
         println!("{token}");
@@ -728,24 +734,12 @@ async fn watch(
 /// `roomstate join`: a visible participant that prints what it sees.
 pub async fn join(server: &Server, args: JoinArgs) -> Result<(), CliError> {
     let (key, secret) = server.credentials()?;
-    let claims = Claims {
-        iss: key.to_string(),
-        sub: args.identity.clone(),
-        exp: Some(unix_now() + 24 * 3600),
-        name: args.name.unwrap_or_default(),
-        metadata: args.metadata.unwrap_or_default(),
-        attributes: args.attributes.into_iter().collect(),
-        video: VideoGrant {
-            room: args.room.clone(),
-            room_join: true,
-            can_update_own_metadata: Some(args.can_update_metadata),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let claims = args
+        .participant
+        .claims(key, &args.room, Duration::from_secs(24 * 3600));
     let follow = Follow {
         token: mint_token(&claims, secret),
-        prefix: format!("[{}] ", args.identity),
+        prefix: format!("[{}] ", args.participant.identity),
         keys: args.keys,
         keepalive: args.keepalive,
         participants: true,
@@ -755,7 +749,7 @@ pub async fn join(server: &Server, args: JoinArgs) -> Result<(), CliError> {
     eprintln!(
         "joined room {} as {} with {} other participant(s) (Ctrl-C to leave)",
         args.room,
-        args.identity,
+        args.participant.identity,
         others.len()
     );
     follow.run(room_handle).await
