@@ -3,6 +3,7 @@
 package io.roomstate
 
 import kotlinx.coroutines.channels.Channel
+import kotlinx.coroutines.launch
 import kotlinx.coroutines.channels.awaitClose
 import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.flow.buffer
@@ -42,13 +43,32 @@ fun keyChangeListener(onChange: (key: String, entry: StoreEntry?) -> Unit): KeyC
     }
 
 /**
+ * How a [changes] or [values] Flow ends when its room ends for any reason but leaving it
+ * (`disconnect()`, after which the Flow just completes): this participant was removed, the
+ * session ended, another connection took the identity, or the token was refused.
+ */
+class RoomEndedException(val reason: DisconnectReason) : Exception("the room ended: $reason")
+
+/**
  * The entries of `key`: the current one first (null: absent), then every change, in order.
- * The listener is removed when collection stops. Buffered without bound, so a slow collector
- * never holds up the room's listener thread.
+ * The listener is removed when collection stops. The Flow completes when the room is left
+ * and fails with [RoomEndedException] when it ends otherwise, after every change before the
+ * end was emitted. Buffered without bound, so a slow collector never holds up the room's
+ * listener thread.
  */
 fun SessionStore.changes(key: String): Flow<StoreEntry?> = callbackFlow {
     val handle = addKeyChangeListener(listOf(key), keyChangeListener { _, entry -> trySend(entry) })
-    awaitClose { removeKeyChangeListener(handle) }
+    // `ended()` resolves on the listener thread after the calls queued before the end ran.
+    val end = launch {
+        when (val reason = ended()) {
+            DisconnectReason.ClientRequested -> channel.close()
+            else -> channel.close(RoomEndedException(reason))
+        }
+    }
+    awaitClose {
+        end.cancel()
+        removeKeyChangeListener(handle)
+    }
 }.buffer(Channel.UNLIMITED)
 
 /** The decoded values of `key`, as [changes]. */

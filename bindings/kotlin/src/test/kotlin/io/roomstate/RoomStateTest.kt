@@ -9,6 +9,7 @@ import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.async
 import kotlinx.coroutines.awaitAll
 import kotlinx.coroutines.channels.Channel
+import kotlinx.coroutines.withTimeout
 import kotlinx.coroutines.launch
 import kotlinx.coroutines.runBlocking
 import kotlinx.serialization.Serializable
@@ -114,6 +115,34 @@ class RoomStateTest {
         alice.sessionStore().delete("pinned")
         assertNull(values.receive())
         collecting.cancel()
+    }
+
+    @Test
+    fun `a Flow completes when the room is left and fails with the reason when it ends otherwise`() = runBlocking {
+        val alice = join("alice")
+        val bob = join("bob")
+        val seen = CopyOnWriteArrayList<String?>()
+        // Left: the Flow completes normally, after every change before the end.
+        val bobSees = Channel<String?>(Channel.UNLIMITED)
+        val leaving = async {
+            runCatching { bob.sessionStore().changes("k").collect { bobSees.send(it?.valueJson) } }
+        }
+        assertNull(bobSees.receive()) // the listener is in place
+        alice.sessionStore().set("k", "1")
+        assertEquals("1", bobSees.receive())
+        bob.disconnect()
+        val left = withTimeout(15_000) { leaving.await() }
+        assertTrue(left.isSuccess, "completed normally: $left")
+
+        // Another connection takes alice's identity: her Flow fails with the reason.
+        val failing = async {
+            runCatching { alice.sessionStore().changes("k").collect { seen += it?.valueJson } }.exceptionOrNull()
+        }
+        awaitUntil("alice heard k") { seen.isNotEmpty() }
+        join("alice")
+        val error = withTimeout(15_000) { failing.await() }
+        assertTrue(error is RoomEndedException, "$error")
+        assertEquals(DisconnectReason.DuplicateIdentity, (error as RoomEndedException).reason)
     }
 
     @Test
