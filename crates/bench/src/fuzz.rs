@@ -9,9 +9,8 @@
 //! never logs a panic. `scripts/test.sh` runs a short, seeded run (a unit test below);
 //! `roomstate-bench fuzz` runs as long as asked.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -298,23 +297,16 @@ pub struct Server {
 
 impl Server {
     pub fn start(roomstate_bin: &std::path::Path, unthrottled: bool) -> Server {
-        Self::start_with(Command::new(roomstate_bin), roomstate_bin, unthrottled)
+        Self::start_with(Command::new(roomstate_bin), unthrottled)
     }
 
     /// The same, on the bench's server core (`taskset`), for measurements.
     pub fn start_pinned(roomstate_bin: &std::path::Path) -> Server {
-        let mut command = Command::new("taskset");
-        command
-            .args(["-c", &crate::target::SERVER_CORE.to_string()])
-            .arg(roomstate_bin);
-        Self::start_with(command, roomstate_bin, false)
+        let program = roomstate_bin.to_str().expect("a UTF-8 path");
+        Self::start_with(crate::target::pinned(program), false)
     }
 
-    fn start_with(
-        mut command: Command,
-        roomstate_bin: &std::path::Path,
-        unthrottled: bool,
-    ) -> Server {
+    fn start_with(mut command: Command, unthrottled: bool) -> Server {
         let dir = std::env::temp_dir().join(format!(
             "roomstate-fuzz-{}-{}",
             std::process::id(),
@@ -335,22 +327,11 @@ impl Server {
         )
         .unwrap();
         let log = dir.join("stderr.log");
-        let mut child = command
+        command
             .args(["serve", "--log", "warn", "--config"])
             .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap_or_else(|error| panic!("start {}: {error}", roomstate_bin.display()));
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("roomstate listening on ws://")
-            .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+            .stderr(std::fs::File::create(&log).unwrap());
+        let (child, addr) = crate::target::spawn_listening(command, "roomstate serve");
         Server {
             child,
             addr,

@@ -93,7 +93,7 @@ impl Target {
                     command
                         .args(["serve", "--log", "warn", "--config"])
                         .arg(&path);
-                    let (child, addr) = spawn_listening(command, system);
+                    let (child, addr) = spawn_listening(command, system.name());
                     children.push(child);
                     addrs.push(addr);
                 }
@@ -101,14 +101,14 @@ impl Target {
             System::Floor => {
                 let mut command = pinned(std::env::current_exe().unwrap().to_str().unwrap());
                 command.arg("floor-server");
-                let (child, addr) = spawn_listening(command, system);
+                let (child, addr) = spawn_listening(command, system.name());
                 children.push(child);
                 addrs.push(addr);
             }
             System::YWebsocket => {
                 let mut command = pinned("node");
                 command.arg(peer_dir().join("server.cjs"));
-                let (child, addr) = spawn_listening(command, system);
+                let (child, addr) = spawn_listening(command, system.name());
                 children.push(child);
                 addrs.push(addr);
             }
@@ -145,7 +145,7 @@ impl Target {
 }
 
 /// `program` under `taskset`, on the server core.
-fn pinned(program: &str) -> Command {
+pub fn pinned(program: &str) -> Command {
     let mut command = Command::new("taskset");
     command.arg("-c").arg(SERVER_CORE.to_string()).arg(program);
     command
@@ -159,13 +159,13 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Spawns a server that prints `... ws://ADDRESS` when it listens.
-fn spawn_listening(mut command: Command, system: System) -> (Child, SocketAddr) {
+/// Spawns a server that prints `... ws://ADDRESS` when it listens (its stderr goes
+/// where `command` says: the bench's own by default).
+pub fn spawn_listening(mut command: Command, name: &str) -> (Child, SocketAddr) {
     let mut child = command
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
         .spawn()
-        .expect("start the target (is taskset installed?)");
+        .unwrap_or_else(|error| panic!("start {name} (is taskset installed?): {error}"));
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
@@ -175,7 +175,7 @@ fn spawn_listening(mut command: Command, system: System) -> (Child, SocketAddr) 
         .rsplit("ws://")
         .next()
         .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("{} did not say where it listens: {line:?}", system.name()));
+        .unwrap_or_else(|| panic!("{name} did not say where it listens: {line:?}"));
     (child, addr)
 }
 

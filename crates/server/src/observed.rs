@@ -19,8 +19,9 @@ pub struct Observed {
     history: VecDeque<Change>,
 }
 
+/// One net change: apply it (while replaying) before the first event past `after_seq`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-struct Change {
+pub struct Change {
     after_seq: Seq,
     /// Keys that began (`*`: every key) or stopped being observed.
     added: Vec<String>,
@@ -151,7 +152,7 @@ impl Observed {
 
     /// What was observed for the event after `seq`, and the changes since, oldest first:
     /// apply each before the first event past its `after_seq`.
-    pub fn since(&self, seq: Seq) -> (View, Vec<Replayed<'_>>) {
+    pub fn since(&self, seq: Seq) -> (View, Vec<&Change>) {
         let mut view = View {
             all: self.all,
             keys: self.keys.clone(),
@@ -164,27 +165,18 @@ impl Observed {
         for change in later.iter().rev() {
             view.undo(change);
         }
-        let replayed = later
-            .into_iter()
-            .map(|change| Replayed { change })
-            .collect();
-        (view, replayed)
+        (view, later)
     }
 }
 
-/// One change to apply while replaying.
-pub struct Replayed<'a> {
-    change: &'a Change,
-}
-
-impl Replayed<'_> {
+impl Change {
     /// Events after this one see the change.
     pub fn after_seq(&self) -> Seq {
-        self.change.after_seq
+        self.after_seq
     }
 
     pub fn apply_to(&self, view: &mut View) {
-        view.apply(self.change);
+        view.apply(self);
     }
 }
 
