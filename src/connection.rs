@@ -10,7 +10,7 @@ use roomstate_protocol::{
     PROTOCOL_VERSION, RTC_PATH,
 };
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
@@ -25,6 +25,8 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 enum Ended {
     /// Reconnect and resume.
     Lost(String),
+    /// The app asked to reconnect: resume at once, without a backoff.
+    Dropped,
     /// Stop for good.
     Closed(DisconnectReason),
 }
@@ -48,6 +50,7 @@ pub(crate) async fn run(shared: Arc<Shared>, joined: oneshot::Sender<Result<(), 
         }
     };
     let mut closing = shared.closing.subscribe();
+    let mut reconnect_now = shared.reconnect_now.subscribe();
     let mut backoff = Backoff::new(
         shared.options.reconnect_backoff_min,
         shared.options.reconnect_backoff_max,
@@ -77,9 +80,24 @@ pub(crate) async fn run(shared: Arc<Shared>, joined: oneshot::Sender<Result<(), 
         let problem = match attempt {
             Ok(Ok(socket)) => {
                 failures = 0;
-                match session(&shared, &store, socket, &mut joined, &mut backoff).await {
+                let ended = session(
+                    &shared,
+                    &store,
+                    socket,
+                    &mut joined,
+                    &mut backoff,
+                    &mut reconnect_now,
+                )
+                .await;
+                match ended {
                     Ended::Closed(reason) => break reason,
                     Ended::Lost(problem) => problem,
+                    Ended::Dropped => {
+                        log::info!("roomstate reconnecting now, as the app asked");
+                        let mut state = shared.state.lock();
+                        state.set_connection(ConnectionState::Reconnecting, &shared.notify(&store));
+                        continue;
+                    }
                 }
             }
             Ok(Err(Refused::Fatal(refusal))) => {
@@ -114,8 +132,18 @@ pub(crate) async fn run(shared: Arc<Shared>, joined: oneshot::Sender<Result<(), 
             let mut state = shared.state.lock();
             state.set_connection(ConnectionState::Reconnecting, &shared.notify(&store));
         }
+        if reconnect_now.has_changed().unwrap_or(false) {
+            // Asked while connected or connecting: no wait at all.
+            reconnect_now.borrow_and_update();
+            backoff.reset();
+            continue;
+        }
         tokio::select! {
             _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = reconnect_now.changed() => {
+                reconnect_now.borrow_and_update();
+                backoff.reset();
+            }
             _ = until_closing(&mut closing) => break DisconnectReason::ClientRequested,
         }
     };
@@ -126,11 +154,13 @@ pub(crate) async fn run(shared: Arc<Shared>, joined: oneshot::Sender<Result<(), 
         });
     }
     state.set_connection(
-        ConnectionState::Disconnected { reason },
+        ConnectionState::Disconnected {
+            reason: reason.clone(),
+        },
         &shared.notify(&store),
     );
     drop(state);
-    shared.dispatcher.stop();
+    shared.finish(reason);
 }
 
 /// Resolves once the app asked to leave.
@@ -153,6 +183,7 @@ async fn session(
     socket: Socket,
     joined: &mut Option<oneshot::Sender<Result<(), RoomError>>>,
     backoff: &mut Backoff,
+    reconnect_now: &mut watch::Receiver<u64>,
 ) -> Ended {
     let (mut sink, mut stream) = socket.split();
     let handshake =
@@ -177,6 +208,8 @@ async fn session(
         let _ = joined.send(Ok(()));
     }
     backoff.reset();
+    // This connection is new: requests to reconnect made before it are answered.
+    reconnect_now.borrow_and_update();
     let mut closing = shared.closing.subscribe();
     let mut ping = tokio::time::interval(shared.options.ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -219,6 +252,7 @@ async fn session(
                 }
             }
             _ = shared.wake.notified() => {}
+            _ = reconnect_now.changed() => return Ended::Dropped,
             _ = &mut silence => {
                 return Ended::Lost(format!(
                     "no frame from the server for {:?} (the ping timeout)",
@@ -241,6 +275,7 @@ fn goodbye(reason: CloseReason, message: String) -> Ended {
         CloseReason::DuplicateIdentity => Ended::Closed(DisconnectReason::DuplicateIdentity),
         CloseReason::Removed => Ended::Closed(DisconnectReason::Removed),
         CloseReason::SessionEnded => Ended::Closed(DisconnectReason::SessionEnded),
+        CloseReason::TokenExpired => Ended::Closed(DisconnectReason::TokenRefused { message }),
         _ => Ended::Closed(DisconnectReason::ClientRequested),
     }
 }
@@ -347,7 +382,7 @@ fn connect_url(shared: &Shared, address: &str) -> Result<String, RoomError> {
     }
     let state = shared.state.lock();
     let mut params = ConnectParams {
-        access_token: Some(shared.token.clone()),
+        access_token: Some(shared.token.lock().clone()),
         protocol: PROTOCOL_VERSION,
         ..ConnectParams::default()
     };

@@ -57,6 +57,21 @@ impl Dispatcher {
         }
     }
 
+    /// Queues a call, or makes it here and now once the thread has stopped: for the
+    /// engine's own bookkeeping, which must happen either way.
+    pub fn run_or_call(&self, call: impl FnOnce() + Send + 'static) {
+        let queue = self.queue.lock();
+        match queue.as_ref() {
+            Some(queue) => {
+                let _ = queue.send(Job::Call(Box::new(call)));
+            }
+            None => {
+                drop(queue);
+                call();
+            }
+        }
+    }
+
     pub fn is_current_thread(&self) -> bool {
         thread::current().id() == self.thread_id
     }

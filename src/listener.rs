@@ -6,9 +6,11 @@ use crate::room::SessionStore;
 use crate::types::{ConnectionState, Participant, StoreEntry};
 
 pub trait RoomListener: Send + Sync {
-    /// The store can be used. Called after connecting, and again when a new session
-    /// starts (the room emptied while this client was away): the store then holds the
-    /// new session's keys, and key listeners have been told what changed.
+    /// The store can be used. Called after connecting, and again after every fresh join:
+    /// when the server forgot this participant (away longer than its grace period) or
+    /// a new session started (the room emptied while this client was away). The store
+    /// then holds what the room holds now, and key listeners have been told what
+    /// changed while away.
     fn on_session_store_available(&self, _store: SessionStore) {}
     fn on_connection_state_changed(&self, _state: ConnectionState) {}
     fn on_participant_joined(&self, _participant: Participant) {}

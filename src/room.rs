@@ -31,10 +31,17 @@ pub(crate) struct Shared {
     /// How the room ended, once it has and the listener calls queued before ran.
     pub ended: watch::Sender<Option<DisconnectReason>>,
     pub dispatcher: Dispatcher,
-    pub room_listener: Arc<dyn RoomListener>,
+    /// The app's listener, until the room has ended and its last call ran: then the
+    /// engine lets go of it, so that a listener holding the store or the room (which
+    /// hold this) does not keep both alive for ever.
+    pub room_listener: Mutex<Option<Arc<dyn RoomListener>>>,
     pub options: ConnectOptions,
     pub url: String,
-    pub token: String,
+    /// The access token for the next connection; the app may replace it.
+    pub token: Mutex<String>,
+    /// Bumped by `reconnect_now`: the connection task drops its connection, or skips
+    /// the rest of its backoff.
+    pub reconnect_now: watch::Sender<u64>,
     pub runtime: tokio::runtime::Handle,
 }
 
@@ -42,9 +49,34 @@ impl Shared {
     pub fn notify<'a>(&'a self, store: &'a SessionStore) -> Notify<'a> {
         Notify {
             dispatcher: &self.dispatcher,
-            room_listener: &self.room_listener,
+            room_listener: self.room_listener.lock().clone(),
             store,
         }
+    }
+
+    /// Lets go of every app object: the room listener and the key listeners. Run on
+    /// the listener thread after the last call, so none is cut short.
+    fn release_app_objects(&self) {
+        let listener = self.room_listener.lock().take();
+        let slots = self.state.lock().keys.release_listeners();
+        // Dropped outside the state lock: dropping a foreign object may call into its
+        // runtime (the JVM, Swift), which must not find the engine locked.
+        drop(slots);
+        drop(listener);
+    }
+
+    /// The room has ended: resolves `SessionStore::ended`, then releases the app's
+    /// objects and ends the listener thread, each after the listener calls already
+    /// queued.
+    pub fn finish(self: &Arc<Self>, reason: DisconnectReason) {
+        let shared = Arc::clone(self);
+        self.dispatcher.run_or_call(move || {
+            shared
+                .ended
+                .send_if_modified(|ended| ended.is_none().then(|| *ended = Some(reason)).is_some());
+            shared.release_app_objects();
+        });
+        self.dispatcher.stop();
     }
 
     /// Queues a request and waits for its answer, at most `request_timeout`.
@@ -60,12 +92,19 @@ impl Shared {
             state.outbox.push(message, ReplyTarget::Caller(reply))
         };
         self.wake.notify_one();
+        // A caller that stops waiting (a cancelled coroutine or Task, a dropped future)
+        // withdraws its request if it has not been sent; once sent, it may be applied.
+        let mut withdraw_if_cancelled = WithdrawOnDrop {
+            shared: self,
+            ticket: Some(ticket),
+        };
         let timeout = self.options.request_timeout;
         // The timer needs a tokio runtime, and the caller may be on any executor.
         let waited = self
             .runtime
             .spawn(async move { tokio::time::timeout(timeout, answer).await })
             .await;
+        withdraw_if_cancelled.ticket = None;
         match waited {
             Ok(Ok(Ok(result))) => result,
             Ok(Err(_elapsed)) => match self.state.lock().outbox.withdraw(ticket) {
@@ -79,11 +118,27 @@ impl Shared {
     }
 }
 
+/// Withdraws a request whose caller stopped waiting for it.
+struct WithdrawOnDrop<'a> {
+    shared: &'a Shared,
+    ticket: Option<u64>,
+}
+
+impl Drop for WithdrawOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket {
+            self.shared.state.lock().outbox.withdraw(ticket);
+        }
+    }
+}
+
 /// A connection to one room. Dropping it leaves the room.
 pub struct Room {
     shared: Arc<Shared>,
     task: Mutex<Option<JoinHandle<()>>>,
-    runtime: Mutex<Option<Runtime>>,
+    /// Taken by whoever shuts it down first: the connection task when the room ends,
+    /// `disconnect`, or `drop`.
+    runtime: Arc<Mutex<Option<Runtime>>>,
 }
 
 impl Room {
@@ -115,23 +170,32 @@ impl Room {
             closing: watch::channel(false).0,
             ended: watch::channel(None).0,
             dispatcher: Dispatcher::start(options.on_thread_start.clone()).map_err(io_error)?,
-            room_listener: listener,
+            room_listener: Mutex::new(Some(listener)),
             options,
             url: url.to_string(),
-            token: token.to_string(),
+            token: Mutex::new(token.to_string()),
+            reconnect_now: watch::channel(0).0,
             runtime: runtime.handle().clone(),
         });
         let (joined, first_result) = oneshot::channel();
         let ended = EndedGuard(Arc::clone(&shared));
         let connection = connection::run(Arc::clone(&shared), joined);
-        let task = runtime.spawn(async move {
-            let _ended = ended; // Dropped when the task ends, or is dropped itself.
-            connection.await
+        let handle = runtime.handle().clone();
+        let runtime = Arc::new(Mutex::new(Some(runtime)));
+        let task = handle.spawn({
+            let runtime = Arc::clone(&runtime);
+            async move {
+                let _ended = ended; // Dropped when the task ends, or is dropped itself.
+                connection.await;
+                // The room has ended, whether or not the app calls `disconnect`: its
+                // thread has nothing left to do.
+                shut_down(runtime.lock().take());
+            }
         });
         let room = Room {
             shared,
             task: Mutex::new(Some(task)),
-            runtime: Mutex::new(Some(runtime)),
+            runtime,
         };
         match first_result.await {
             Ok(Ok(())) => Ok(room),
@@ -187,16 +251,33 @@ impl Room {
         if let Some(task) = task {
             let _ = task.await;
         }
-        self.shutdown_runtime();
+        shut_down(self.runtime.lock().take());
     }
 
-    fn shutdown_runtime(&self) {
-        if let Some(runtime) = self.runtime.lock().take() {
-            // A runtime may not be dropped on an async thread; hand it to one of its own.
-            let _ = std::thread::Builder::new()
-                .name("roomstate-shutdown".into())
-                .spawn(move || runtime.shutdown_timeout(Duration::from_secs(1)));
-        }
+    /// The access token for the next connection the engine makes. A resume works with
+    /// an expired token; joining anew (after `reconnect_grace_ms` away) does not, so an
+    /// app whose tokens expire during a session gives a fresh one before then.
+    pub fn update_token(&self, token: &str) {
+        *self.shared.token.lock() = token.to_string();
+    }
+
+    /// Reconnects at once: drops the current connection (it may be dead without anyone
+    /// knowing yet, as after a network change) and resumes, or cuts a reconnect
+    /// backoff short. Does nothing once the room has ended.
+    pub fn reconnect_now(&self) {
+        self.shared
+            .reconnect_now
+            .send_modify(|requests| *requests += 1);
+    }
+}
+
+/// Shuts a room's runtime down on a thread of its own: a runtime may not be dropped on
+/// one of its own threads, nor on an async one.
+fn shut_down(runtime: Option<Runtime>) {
+    if let Some(runtime) = runtime {
+        let _ = std::thread::Builder::new()
+            .name("roomstate-shutdown".into())
+            .spawn(move || runtime.shutdown_timeout(Duration::from_secs(1)));
     }
 }
 
@@ -232,9 +313,7 @@ impl Drop for EndedGuard {
             ConnectionState::Disconnected { .. }
         );
         if !said {
-            self.0.ended.send_if_modified(|ended| {
-                ended.replace(DisconnectReason::ClientRequested).is_none()
-            });
+            self.0.finish(DisconnectReason::ClientRequested);
         }
     }
 }

@@ -22,14 +22,17 @@ use crate::types::{ConnectionState, Participant, StoreEntry};
 /// Where listener calls go.
 pub(crate) struct Notify<'a> {
     pub dispatcher: &'a Dispatcher,
-    pub room_listener: &'a Arc<dyn RoomListener>,
+    /// `None` once the room has ended and let go of it.
+    pub room_listener: Option<Arc<dyn RoomListener>>,
     pub store: &'a SessionStore,
 }
 
 impl Notify<'_> {
     fn room(&self, call: impl FnOnce(&dyn RoomListener) + Send + 'static) {
-        let listener = Arc::clone(self.room_listener);
-        self.dispatcher.run(move || call(listener.as_ref()));
+        if let Some(listener) = &self.room_listener {
+            let listener = Arc::clone(listener);
+            self.dispatcher.run(move || call(listener.as_ref()));
+        }
     }
 }
 
@@ -71,15 +74,6 @@ impl EngineState {
     pub fn set_connection(&mut self, state: ConnectionState, notify: &Notify) {
         if self.connection != state {
             self.connection = state.clone();
-            if let ConnectionState::Disconnected { reason } = &state {
-                // `SessionStore::ended` resolves on the listener thread, after the calls
-                // queued before: a stream that ends with the room has had every change.
-                let shared = Arc::clone(&notify.store.shared);
-                let reason = reason.clone();
-                notify.dispatcher.run(move || {
-                    shared.ended.send_replace(Some(reason));
-                });
-            }
             notify.room(move |listener| listener.on_connection_state_changed(state));
         }
     }
@@ -127,10 +121,10 @@ impl EngineState {
             let (message, target) = observe.into_request();
             self.outbox.push_front(message, target);
         }
-        if new_session {
-            let store = notify.store.clone();
-            notify.room(move |listener| listener.on_session_store_available(store));
-        }
+        // Every fresh join, not only a new session: the server forgot this participant
+        // (away longer than its grace period), and the app may want to read afresh.
+        let store = notify.store.clone();
+        notify.room(move |listener| listener.on_session_store_available(store));
     }
 
     pub fn on_resumed(&mut self, info: ResumeInfo, notify: &Notify) {
@@ -443,6 +437,17 @@ impl KeyRegistry {
             keys: new_keys,
         });
         (id, observe)
+    }
+
+    /// Forgets every listener, for good: the room has ended. Returns them, to be
+    /// dropped outside the state lock.
+    pub fn release_listeners(&mut self) -> Vec<Arc<ListenerSlot>> {
+        self.keys.clear();
+        self.cache.clear();
+        self.listeners
+            .drain()
+            .map(|(_, record)| record.slot)
+            .collect()
     }
 
     /// Removes a listener; returns the keys nobody observes any more.

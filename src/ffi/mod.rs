@@ -257,6 +257,18 @@ impl Room {
     pub async fn disconnect(&self) {
         self.inner.disconnect().await
     }
+
+    /// The access token for the next connection. A resume works with an expired token;
+    /// joining anew (after the server's grace period) needs one that has not expired.
+    pub fn update_token(&self, token: String) {
+        self.inner.update_token(&token)
+    }
+
+    /// Drops the connection and resumes at once, skipping any backoff: call it when the
+    /// OS reports a network change or the app returns to the foreground.
+    pub fn reconnect_now(&self) {
+        self.inner.reconnect_now()
+    }
 }
 
 /// `Room.connect` as a function, for Swift: UniFFI 0.32.2 does not apply

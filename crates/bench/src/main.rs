@@ -7,6 +7,7 @@ mod clients;
 mod floor;
 mod fuzz;
 mod hostile;
+mod lifecycle;
 mod stats;
 mod target;
 mod workloads;
@@ -57,6 +58,14 @@ enum Command {
         iterations: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        #[arg(long, default_value = "target/release/roomstate")]
+        roomstate_bin: PathBuf,
+    },
+    /// Rooms joined, observed and left one after another by the engine, in this
+    /// process: how long a cycle takes, and this process's threads and memory.
+    Lifecycle {
+        #[arg(long, default_value_t = 1000)]
+        cycles: u64,
         #[arg(long, default_value = "target/release/roomstate")]
         roomstate_bin: PathBuf,
     },
@@ -112,6 +121,35 @@ fn main() {
                 std::process::exit(1);
             }
             println!("no failures");
+        }
+        Command::Lifecycle {
+            cycles,
+            roomstate_bin,
+        } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let result = runtime.block_on(lifecycle::run(&roomstate_bin, cycles));
+            let mb = |bytes: u64| bytes as f64 / 1_048_576.0;
+            println!(
+                "engine lifecycle, {} cycles of connect, observe one key, disconnect:",
+                result.cycles
+            );
+            println!(
+                "cycle: p50 {}  p99 {}  max {}",
+                human(result.cycle.p50_us),
+                human(result.cycle.p99_us),
+                human(result.cycle.max_us)
+            );
+            println!(
+                "threads: {} before, {} after; resident memory: {:.1} MiB before, {:.1} MiB after",
+                result.threads_before,
+                result.threads_after,
+                mb(result.rss_before),
+                mb(result.rss_after)
+            );
         }
         Command::Hostile {
             seconds,

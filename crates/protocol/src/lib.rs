@@ -427,6 +427,9 @@ pub enum CloseReason {
     Unavailable,
     /// The client sent a frame larger than `limits.frame_bytes` (close code 1009).
     FrameTooLarge,
+    /// A resume with an expired access token, for a participant the server no longer
+    /// knows: joining anew takes a token that has not expired.
+    TokenExpired,
 }
 
 impl CloseReason {

@@ -9,6 +9,19 @@ use roomstate_protocol::{Claims, ConnectRefusal, ConnectRefusalCode, Limits};
 /// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECS: u64 = 10;
 
+/// A participant's verified token.
+pub struct Verified {
+    pub claims: Claims,
+    /// Signed and otherwise valid, but past its `exp`: it may resume, not join.
+    pub expired: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    Enforced,
+    Tolerated,
+}
+
 pub struct Authenticator {
     keys: BTreeMap<String, String>,
 }
@@ -20,19 +33,51 @@ impl Authenticator {
 
     /// Checks a participant's token: signature, time window, and an identity.
     pub fn verify(&self, token: &str) -> Result<Claims, ConnectRefusal> {
-        let claims = self.verify_signed(token)?;
-        if claims.sub.is_empty() {
+        self.verify_participant(token, Expiry::Enforced)
+            .map(|verified| verified.claims)
+    }
+
+    /// As [`verify`](Self::verify), for a connection that asks to resume: a token that
+    /// has only expired passes, marked so. The resume token (a secret only the
+    /// participant's own connection was given) is what proves the right to resume; the
+    /// room refuses the connection if it cannot resume and would join anew instead.
+    pub fn verify_resuming(&self, token: &str) -> Result<Verified, ConnectRefusal> {
+        self.verify_participant(token, Expiry::Tolerated)
+    }
+
+    fn verify_participant(&self, token: &str, expiry: Expiry) -> Result<Verified, ConnectRefusal> {
+        let verified = match self.verify_signed(token) {
+            Ok(claims) => Verified {
+                claims,
+                expired: false,
+            },
+            Err(refusal)
+                if refusal.code == ConnectRefusalCode::TokenExpired
+                    && expiry == Expiry::Tolerated =>
+            {
+                Verified {
+                    claims: self.decode(token, false)?,
+                    expired: true,
+                }
+            }
+            Err(refusal) => return Err(refusal),
+        };
+        if verified.claims.sub.is_empty() {
             return Err(ConnectRefusal {
                 code: ConnectRefusalCode::InvalidToken,
                 message: "the access token has no identity (sub)".into(),
             });
         }
-        Ok(claims)
+        Ok(verified)
     }
 
     /// Checks the signature and the time window, and returns the claims. Server API
     /// tokens need no identity.
     pub fn verify_signed(&self, token: &str) -> Result<Claims, ConnectRefusal> {
+        self.decode(token, true)
+    }
+
+    fn decode(&self, token: &str, check_expiry: bool) -> Result<Claims, ConnectRefusal> {
         let refuse = |code, message: String| ConnectRefusal { code, message };
         // The key that signed the token is named inside it, so read `iss` first.
         let unverified = jsonwebtoken::dangerous::insecure_decode::<Claims>(token)
@@ -55,6 +100,7 @@ impl Authenticator {
         validation.required_spec_claims = ["exp".to_string()].into();
         validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECS;
+        validation.validate_exp = check_expiry;
         let claims = jsonwebtoken::decode::<Claims>(
             token,
             &DecodingKey::from_secret(secret.as_bytes()),

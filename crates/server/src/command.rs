@@ -40,6 +40,9 @@ pub enum Command {
     Admit {
         claims: Box<Claims>,
         resume: Option<ResumeRequest>,
+        /// The token may resume but not join anew (see `Admission::token_expired`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        token_expired: bool,
         sid: String,
         resume_token: String,
         session_id: String,

@@ -11,8 +11,7 @@ use roomstate_protocol::{
 };
 use tokio::sync::{mpsc, watch};
 
-use crate::cluster::Unavailable;
-use crate::room::{Admission, Closing, Connection, QueuedBytes, Rooms};
+use crate::room::{Admission, Closing, Connection, NotAdmitted, QueuedBytes, Rooms};
 
 /// Frames written per flush at most, so one busy connection cannot starve the rest.
 const WRITE_BATCH: usize = 64;
@@ -36,12 +35,16 @@ pub async fn serve(socket: WebSocket, rooms: Arc<Rooms>, admission: Admission) {
     // Boxed: the join's future is large, and this one lives as long as the connection.
     let admitted = match Box::pin(rooms.admit(admission, own.clone())).await {
         Ok(admitted) => admitted,
-        Err(Unavailable(problem)) => {
+        Err(NotAdmitted::Unavailable(problem)) => {
             tracing::warn!(%problem, "cannot admit a connection: the cluster is unavailable");
             let closing = Closing {
                 reason: CloseReason::Unavailable,
                 message: "the room's shared state cannot be reached; try again".into(),
             };
+            let _ = say_goodbye(&mut sink, closing, rooms.config().write_timeout()).await;
+            return;
+        }
+        Err(NotAdmitted::Refused(closing)) => {
             let _ = say_goodbye(&mut sink, closing, rooms.config().write_timeout()).await;
             return;
         }

@@ -157,7 +157,13 @@ fn admit(
             ),
         });
     }
-    let claims = state.auth.verify(token)?;
+    let resuming = params.resume_sid.is_some();
+    let (claims, token_expired) = if resuming {
+        let verified = state.auth.verify_resuming(token)?;
+        (verified.claims, verified.expired)
+    } else {
+        (state.auth.verify(token)?, false)
+    };
     Authenticator::check_claims(&claims, &state.rooms.config().limits)?;
     let room = Authenticator::room_to_join(&claims, params.room.as_deref())?;
     let resume = match (params.resume_sid, params.resume_token, params.session_id) {
@@ -180,5 +186,6 @@ fn admit(
         claims,
         room,
         resume,
+        token_expired,
     })
 }

@@ -96,6 +96,8 @@ pub struct Admission {
     pub claims: Claims,
     pub room: String,
     pub resume: Option<ResumeRequest>,
+    /// The token is past its `exp`: good for resuming, not for joining anew.
+    pub token_expired: bool,
 }
 
 /// A connection, admitted: the frames to write before anything else, and where its
@@ -206,8 +208,27 @@ enum Pending {
     Admin(oneshot::Sender<Result<AdminOutcome, AdminError>>),
 }
 
-/// What the joining connection learns: its participant, epoch and first frames.
-type AdmittedHere = (String, u64, Vec<Utf8Bytes>);
+/// What the joining connection learns.
+enum AdmittedHere {
+    /// Its participant, epoch and first frames.
+    Attached(String, u64, Vec<Utf8Bytes>),
+    /// It may not be in the room: the goodbye to say.
+    Refused(Closing),
+}
+
+/// Why a connection was not admitted.
+pub enum NotAdmitted {
+    /// The room's shared state could not be reached: try again.
+    Unavailable(String),
+    /// The room refused it.
+    Refused(Closing),
+}
+
+impl From<Unavailable> for NotAdmitted {
+    fn from(Unavailable(problem): Unavailable) -> Self {
+        NotAdmitted::Unavailable(problem)
+    }
+}
 
 enum AdminOutcome {
     Participant(ParticipantInfo),
@@ -291,7 +312,7 @@ impl Rooms {
         &self,
         admission: Admission,
         connection: Connection,
-    ) -> Result<Admitted, Unavailable> {
+    ) -> Result<Admitted, NotAdmitted> {
         let room = self.open(&admission.room).await?;
         if let Some(cluster) = &self.node.cluster {
             // Recorded before joining, so whoever finds this node dead finds the room.
@@ -301,6 +322,7 @@ impl Rooms {
         let command = Command::Admit {
             claims: Box::new(admission.claims),
             resume: admission.resume,
+            token_expired: admission.token_expired,
             sid: format!("PA_{}", random_id()),
             resume_token: format!("{:032x}", rand::random::<u128>()),
             session_id: format!("SE_{}", random_id()),
@@ -316,15 +338,16 @@ impl Rooms {
             .await?;
         let answer = tokio::time::timeout(self.wait_limit(), answer).await;
         match answer {
-            Ok(Ok((sid, epoch, initial))) => Ok(Admitted {
+            Ok(Ok(AdmittedHere::Attached(sid, epoch, initial))) => Ok(Admitted {
                 room: room.room.clone(),
                 sid,
                 epoch,
                 initial,
             }),
+            Ok(Ok(AdmittedHere::Refused(closing))) => Err(NotAdmitted::Refused(closing)),
             _ => {
                 room.forget(ticket);
-                Err(Unavailable(
+                Err(NotAdmitted::Unavailable(
                     "the join was stored but this node could not read it back in time".into(),
                 ))
             }
@@ -889,6 +912,7 @@ impl Room {
             Command::Admit {
                 claims,
                 resume,
+                token_expired,
                 sid,
                 resume_token,
                 session_id,
@@ -907,6 +931,7 @@ impl Room {
                     Joining {
                         claims,
                         resume,
+                        token_expired,
                         sid,
                         resume_token,
                         session_id,
@@ -1077,7 +1102,11 @@ impl Room {
                             .expect("still here")
                             .connection = Some(connection);
                         tracing::debug!(room = %self.name, sid = %resume.sid, "resumed");
-                        let _ = admitted.send((resume.sid.clone(), epoch, frames));
+                        let _ = admitted.send(AdmittedHere::Attached(
+                            resume.sid.clone(),
+                            epoch,
+                            frames,
+                        ));
                     }
                     // The connection gave up waiting: it departs unless it resumes again.
                     None if applying.origin => self.start_grace(&resume.sid, epoch),
@@ -1085,6 +1114,19 @@ impl Room {
                 }
                 return;
             }
+        }
+        if joining.token_expired {
+            // It could not resume, and an expired token may not join anew. Nothing
+            // changed, so the other nodes have nothing to do.
+            if let Some((_, admitted)) = local {
+                let _ = admitted.send(AdmittedHere::Refused(Closing {
+                    reason: CloseReason::TokenExpired,
+                    message: "the access token has expired and this participant can no longer \
+                              be resumed: join again with a fresh token"
+                        .into(),
+                }));
+            }
+            return;
         }
         if state.session.is_none() {
             self.node.metrics.rooms.inc();
@@ -1153,7 +1195,7 @@ impl Room {
                     .expect("inserted above")
                     .connection = Some(connection);
                 tracing::debug!(room = %self.name, %sid, %identity, "joined");
-                let _ = admitted.send((sid, 0, vec![frame(&joined)]));
+                let _ = admitted.send(AdmittedHere::Attached(sid, 0, vec![frame(&joined)]));
             }
             None if applying.origin => self.start_grace(&sid, 0),
             None => {}
@@ -1630,6 +1672,7 @@ impl Room {
 struct Joining {
     claims: Box<Claims>,
     resume: Option<ResumeRequest>,
+    token_expired: bool,
     sid: String,
     resume_token: String,
     session_id: String,

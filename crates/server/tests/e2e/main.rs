@@ -8,6 +8,7 @@ mod auth_and_limits;
 mod cli;
 mod cluster;
 mod keepalive;
+mod lifetimes;
 mod participants;
 mod readme;
 mod resume;

@@ -2,6 +2,7 @@
 // kotlinx.serialization, Flows of a key's values, and listeners with defaults.
 package io.roomstate
 
+import java.io.File
 import kotlinx.coroutines.channels.Channel
 import kotlinx.coroutines.launch
 import kotlinx.coroutines.channels.awaitClose
@@ -10,6 +11,44 @@ import kotlinx.coroutines.flow.buffer
 import kotlinx.coroutines.flow.callbackFlow
 import kotlinx.coroutines.flow.map
 import kotlinx.serialization.json.Json
+
+/**
+ * Where an app starts: joins rooms. Before the first call it loads the engine with
+ * `System.loadLibrary`, so that the JVM hands the engine its `JavaVM` (`JNI_OnLoad`) and the
+ * engine's two threads join the JVM once, as named daemon threads, on every Android version.
+ * `Room.connect` works too, but without this the engine finds the JVM only on Android 12+
+ * (API 31), and elsewhere JNA attaches a new thread for each listener call.
+ */
+object RoomState {
+    private const val LIBRARY = "roomstate"
+
+    init {
+        loadEngine()
+    }
+
+    /** Joins the room the token grants and returns once joined. */
+    suspend fun connect(
+        url: String,
+        token: String,
+        listener: RoomListener = DefaultRoomListener(),
+        options: ConnectOptions = ConnectOptions(),
+    ): Room = Room.connect(url, token, listener, options)
+
+    private fun loadEngine() {
+        try {
+            System.loadLibrary(LIBRARY)
+        } catch (notOnLibraryPath: UnsatisfiedLinkError) {
+            // A desktop JVM may have the library only where JNA looks for it.
+            val library = System.getProperty("jna.library.path").orEmpty()
+                .split(File.pathSeparator)
+                .filter { it.isNotEmpty() }
+                .map { File(it, System.mapLibraryName(LIBRARY)) }
+                .firstOrNull { it.isFile }
+                ?: throw notOnLibraryPath
+            System.load(library.absolutePath)
+        }
+    }
+}
 
 /** How store values are encoded: unknown keys are ignored, so older apps read newer values. */
 val RoomStateJson: Json = Json { ignoreUnknownKeys = true }

@@ -16,8 +16,8 @@ class KeepaliveTest {
             val options = fastOptions().copy(pingIntervalMs = 100u, pingTimeoutMs = 400u)
             val aliceHeard = Recorder()
             val bobHeard = Recorder()
-            Room.connect(server.url, token("alice"), aliceHeard, options).use { alice ->
-                Room.connect(server.url, token("bob"), bobHeard, options).use { bob ->
+            RoomState.connect(server.url, token("alice"), aliceHeard, options).use { alice ->
+                RoomState.connect(server.url, token("bob"), bobHeard, options).use { bob ->
                     val values = Recorder()
                     alice.sessionStore().addKeyChangeListener(listOf("pinned"), values)
                     values.awaitEvent("pinned=null")

@@ -8,7 +8,7 @@ import org.junit.jupiter.api.Test
 /** The README's Kotlin block (between the markers), run against a real server. */
 suspend fun readmeSample(url: String, token: String) = coroutineScope {
     // README:begin
-    Room.connect(url, token, object : DefaultRoomListener() {
+    RoomState.connect(url, token, object : DefaultRoomListener() {
         override fun onSessionStoreAvailable(store: SessionStore) { /* keep it, or start observing here */ }
     }, ConnectOptions()).use { room ->
         val store = room.sessionStore()
@@ -34,7 +34,7 @@ class ReadmeSampleTest {
     fun `the README's Kotlin sample runs and its writes reach another participant`() = runBlocking {
         TestServer().use { server ->
             val bobHeard = Recorder()
-            Room.connect(server.url, token("bob"), bobHeard, fastOptions()).use { bob ->
+            RoomState.connect(server.url, token("bob"), bobHeard, fastOptions()).use { bob ->
                 val values = Recorder()
                 bob.sessionStore().addKeyChangeListener(listOf("pinned", "spotlight"), values)
                 values.awaitEvent("spotlight=null")

@@ -36,7 +36,7 @@ class RoomStateTest {
     }
 
     private suspend fun join(identity: String, listener: RoomListener = Recorder(), canUpdateMetadata: Boolean = true): Room =
-        Room.connect(server.url, token(identity, canUpdateMetadata = canUpdateMetadata), listener, fastOptions()).also { rooms += it }
+        RoomState.connect(server.url, token(identity, canUpdateMetadata = canUpdateMetadata), listener, fastOptions()).also { rooms += it }
 
     @Test
     fun `onSessionStoreAvailable fires with a usable store`() = runBlocking {
@@ -207,21 +207,21 @@ class RoomStateTest {
         assertThrows<RoomException.NotAllowed> { runBlocking { viewer.localParticipant().setMetadata("x") } }
 
         val badToken = assertThrows<RoomException.InvalidToken> {
-            runBlocking { Room.connect(server.url, token("mallory", secret = "wrong"), Recorder(), fastOptions()) }
+            runBlocking { RoomState.connect(server.url, token("mallory", secret = "wrong"), Recorder(), fastOptions()) }
         }
         assertEquals("invalid_token", badToken.code)
 
         assertThrows<RoomException.Connect> {
-            runBlocking { Room.connect("ws://127.0.0.1:1", token("nobody"), Recorder(), fastOptions()) }
+            runBlocking { RoomState.connect("ws://127.0.0.1:1", token("nobody"), Recorder(), fastOptions()) }
         }
         // With fallbacks (other nodes of a cluster), a dead first address is skipped.
-        val moved = Room.connect(
+        val moved = RoomState.connect(
             "ws://127.0.0.1:1", token("mover"), Recorder(),
             fastOptions().copy(fallbackUrls = listOf(server.url)),
         ).also { rooms += it }
         assertEquals(ConnectionState.Connected, moved.connectionState())
 
-        val impatient = Room.connect(server.url, token("impatient"), Recorder(), fastOptions(requestTimeoutMs = 300u)).also { rooms += it }
+        val impatient = RoomState.connect(server.url, token("impatient"), Recorder(), fastOptions(requestTimeoutMs = 300u)).also { rooms += it }
         server.freeze(true)
         try {
             val timeout = assertThrows<RoomException.Timeout> { runBlocking { impatient.sessionStore().set("k", "1") } }
