@@ -92,7 +92,7 @@ impl Shared {
             state.outbox.push(message, ReplyTarget::Caller(reply))
         };
         self.wake.notify_one();
-        // A caller that stops waiting (a cancelled coroutine or Task, a dropped future)
+        // A caller that stops waiting (a cancelled coroutine, a dropped future)
         // withdraws its request if it has not been sent; once sent, it may be applied.
         let mut withdraw_if_cancelled = WithdrawOnDrop {
             shared: self,

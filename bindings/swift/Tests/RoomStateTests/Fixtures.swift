@@ -108,6 +108,28 @@ final class TestServer: @unchecked Sendable {
     /// unreachable server would be.
     func freeze(_ frozen: Bool) {
         kill(process.processIdentifier, frozen ? SIGSTOP : SIGCONT)
+        if frozen { waitUntilStopped() }
+    }
+
+    /// `kill` returns before every thread of the server has stopped: each stops when it
+    /// next runs, and on a busy machine one may first answer a request. Waits (Linux:
+    /// /proc, at most 5 s) until all have.
+    private func waitUntilStopped() {
+        #if os(Linux)
+        let task = "/proc/\(process.processIdentifier)/task"
+        let deadline = Date().addingTimeInterval(5)
+        while Date() < deadline {
+            let threads = (try? FileManager.default.contentsOfDirectory(atPath: task)) ?? []
+            let stopped = !threads.isEmpty && threads.allSatisfy { thread in
+                // `PID (COMM) STATE ...`: T when stopped.
+                guard let stat = try? String(contentsOfFile: "\(task)/\(thread)/stat", encoding: .utf8),
+                      let comm = stat.lastIndex(of: ")") else { return false }
+                return stat[stat.index(after: comm)...].trimmingCharacters(in: .whitespaces).first == "T"
+            }
+            if stopped { return }
+            usleep(1_000)
+        }
+        #endif
     }
 
     /// Stops the server and starts a new one on the same address: rooms, sessions and
@@ -160,7 +182,10 @@ final class Locked<Value>: @unchecked Sendable {
 final class Recorder: DefaultRoomListener, KeyChangeListener, @unchecked Sendable {
     private let recorded = Locked<[String]>([])
     private let threadNames = Locked<[String]>([])
+    private let connectionStates = Locked<[RoomConnectionState]>([])
     var events: [String] { recorded() }
+    /// Every connection state heard, in order.
+    var states: [RoomConnectionState] { connectionStates() }
     var threads: [String] { threadNames() }
 
     private func record(_ event: String) { recorded.update { $0.append(event) } }
@@ -171,7 +196,10 @@ final class Recorder: DefaultRoomListener, KeyChangeListener, @unchecked Sendabl
     }
 
     override func onSessionStoreAvailable(store: SessionStore) throws { record("store-available") }
-    override func onConnectionStateChanged(state: RoomConnectionState) throws { record("state:\(state)") }
+    override func onConnectionStateChanged(state: RoomConnectionState) throws {
+        connectionStates.update { $0.append(state) }
+        record("state:\(state)")
+    }
     override func onParticipantJoined(participant: RoomParticipant) throws { record("joined:\(participant.identity)") }
     override func onParticipantLeft(participant: RoomParticipant) throws { record("left:\(participant.identity)") }
     override func onAttributesChanged(participant: RoomParticipant, changedKeys: [String]) throws {
@@ -188,6 +216,13 @@ final class Recorder: DefaultRoomListener, KeyChangeListener, @unchecked Sendabl
 
     func keyEvents(_ key: String) -> [String] { events.filter { $0.hasPrefix("\(key)=") } }
     func count(_ event: String) -> Int { events.filter { $0 == event }.count }
+}
+
+/// A weak reference, for checking that nothing holds an object any more.
+struct Weak<Object: AnyObject> {
+    weak var object: Object?
+
+    init(_ object: Object) { self.object = object }
 }
 
 struct ConditionNotMet: Error, CustomStringConvertible {

@@ -7,6 +7,8 @@ import kotlin.test.assertEquals
 import kotlin.test.assertNull
 import kotlin.test.assertTrue
 import kotlinx.coroutines.channels.Channel
+import kotlinx.coroutines.async
+import kotlinx.coroutines.delay
 import kotlinx.coroutines.launch
 import kotlinx.coroutines.runBlocking
 import org.junit.jupiter.api.AfterEach
@@ -118,6 +120,28 @@ class LifetimeTest {
         repeat(10) { bob.sessionStore().set("k", "${it + 1}") }
         alice.sessionStore().get("other")
         assertEquals(11, framesSent() - before, "bob's 10 replies and alice's 1, and no change of k to alice")
+        listOf(alice, bob).forEach { it.disconnect(); it.close() }
+    }
+
+    @Test
+    fun `a cancelled coroutine's write that was not sent is never sent`() = runBlocking {
+        val heard = Recorder()
+        val options = fastOptions().copy(pingIntervalMs = 200u, pingTimeoutMs = 1000u)
+        val alice = RoomState.connect(server.url, token("alice"), heard, options)
+        // A frozen server: the engine gives the link up and cannot connect again, so
+        // writes wait in its queue, unsent.
+        server.freeze(true)
+        heard.awaitEvent("state:Reconnecting")
+        val cancelled = launch { alice.sessionStore().set("cancelled", "1") }
+        val kept = async { alice.sessionStore().set("kept", "2") }
+        delay(200)
+        cancelled.cancel()
+        cancelled.join()
+        server.freeze(false)
+        kept.await()
+        val bob = RoomState.connect(server.url, token("bob"), Recorder(), fastOptions())
+        assertEquals("2", bob.sessionStore().get("kept")?.valueJson)
+        assertNull(bob.sessionStore().get("cancelled"), "the cancelled write was never sent")
         listOf(alice, bob).forEach { it.disconnect(); it.close() }
     }
 
