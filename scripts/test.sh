@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: formatting, lints, the Rust suites (unit tests and end-to-end tests
 # against real `roomstate serve` processes, LiveKit's Rust and Node server SDKs among the
-# clients), the demo, then the Kotlin bindings' JUnit suite on the JVM and the Swift
-# package's tests on Linux, each against a real server.
+# clients), the demo, then on the JVM the Kotlin bindings, the Android example's model and
+# the Flutter plugin's Android side, and on Linux the Swift package, the iOS example's
+# model and the Flutter plugin's iOS side, each against real servers.
 # The end-to-end suite runs twice: against one node, and against three nodes sharing
 # rooms through a real redis-server. Installs what the tests need (JDK, Maven,
 # redis-server, Node packages) when missing.
@@ -42,7 +43,16 @@ scripts/check-demo.sh
 say "Kotlin bindings: generate, compile, and test on the JVM against a real server"
 scripts/bindings.sh
 libdir="$(target_dir)/debug"
-(cd bindings/kotlin && mvn -B --no-transfer-progress test -Droomstate.libdir="$libdir")
+# `install` runs the suite, then puts the jar where the example and the plugin find it.
+(cd bindings/kotlin && mvn -B --no-transfer-progress install -Droomstate.libdir="$libdir")
+say "the Android example's model: tested on the JVM against a real server"
+(cd examples-android/model && mvn -B --no-transfer-progress test -Droomstate.libdir="$libdir")
+say "the Flutter plugin's Android side: tested on the JVM against a real server"
+(cd flutter/roomstate/android && mvn -B --no-transfer-progress test -Droomstate.libdir="$libdir")
 
 say "Swift package: build and test on Linux against a real server"
 bash scripts/test-swift.sh
+say "the iOS example's model and terminal example: built and tested on Linux against a real server"
+bash examples-ios/test.sh
+say "the Flutter plugin's iOS side: built and tested on Linux against a real server"
+bash flutter/roomstate/ios/test.sh
