@@ -5,7 +5,11 @@ plugins {
     id("com.android.library") version "8.7.3"
     kotlin("android") version "2.1.21"
     kotlin("plugin.serialization") version "2.1.21"
+    `maven-publish`
 }
+
+group = "io.roomstate"
+version = "0.1.0"
 
 android {
     namespace = "io.roomstate"
@@ -23,6 +27,18 @@ android {
         targetCompatibility = JavaVersion.VERSION_17
     }
     kotlinOptions { jvmTarget = "17" }
+    publishing { singleVariant("release") }
+}
+
+// `./gradlew publishToMavenLocal` makes io.roomstate:roomstate-android:0.1.0, which the
+// Flutter plugin and other Gradle builds depend on by coordinate.
+publishing {
+    publications {
+        register<MavenPublication>("release") {
+            artifactId = "roomstate-android"
+            afterEvaluate { from(components["release"]) }
+        }
+    }
 }
 
 dependencies {
