@@ -13,16 +13,19 @@ import kotlinx.coroutines.withTimeout
 const val API_KEY = "jvmkey"
 const val API_SECRET = "jvmsecret"
 
-/** A real `roomstate serve` process on a free port. */
+/**
+ * A real `roomstate serve` process on a free port. Published in this module's test jar:
+ * the Android example's and the Flutter plugin's JVM tests use it too.
+ */
 class TestServer(extraConfig: String = "") : AutoCloseable {
     private val dir = Files.createTempDirectory("roomstate-test").toFile()
+    private val binary = System.getProperty("roomstate.bin") ?: error("run through Maven: roomstate.bin is not set")
     val process: Process
     val url: String
 
     init {
         val config = File(dir, "roomstate.toml")
         config.writeText("bind = \"127.0.0.1:0\"\n$extraConfig\n[keys]\n$API_KEY = \"$API_SECRET\"\n")
-        val binary = System.getProperty("roomstate.bin") ?: error("run through Maven: roomstate.bin is not set")
         process = ProcessBuilder(binary, "serve", "--config", config.path)
             .redirectError(ProcessBuilder.Redirect.INHERIT)
             .apply { environment()["ROOMSTATE_LOG"] = "warn" }
@@ -39,6 +42,14 @@ class TestServer(extraConfig: String = "") : AutoCloseable {
         ProcessBuilder("kill", signal, process.pid().toString()).start().waitFor()
     }
 
+    /** The server API through the `roomstate` command line, as an operator would use it. */
+    fun admin(vararg args: String) {
+        val command = listOf(binary, *args, "--url", url.replace("ws://", "http://"), "--api-key", API_KEY, "--api-secret", API_SECRET)
+        val run = ProcessBuilder(command).redirectErrorStream(true).start()
+        val output = run.inputStream.bufferedReader().readText()
+        check(run.waitFor(15, TimeUnit.SECONDS) && run.exitValue() == 0) { "$command failed: $output" }
+    }
+
     override fun close() {
         freeze(false)
         process.destroy()
@@ -53,11 +64,13 @@ fun token(
     room: String = "jvm-room",
     canUpdateMetadata: Boolean = true,
     secret: String = API_SECRET,
+    name: String? = null,
 ): String {
     val video = mapOf("room" to room, "roomJoin" to true, "canUpdateOwnMetadata" to canUpdateMetadata)
     return JWT.create()
         .withIssuer(API_KEY)
         .withSubject(identity)
+        .apply { if (name != null) withClaim("name", name) }
         .withExpiresAt(Date(System.currentTimeMillis() + 3_600_000))
         .withClaim("video", video)
         .sign(Algorithm.HMAC256(secret))

@@ -1,5 +1,7 @@
 package io.roomstate.flutter.core
 
+import io.roomstate.awaitUntil
+import io.roomstate.engineThreads
 import kotlin.test.assertEquals
 import kotlin.test.assertFalse
 import kotlin.test.assertNotEquals

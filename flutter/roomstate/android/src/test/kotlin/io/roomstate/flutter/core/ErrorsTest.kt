@@ -1,5 +1,6 @@
 package io.roomstate.flutter.core
 
+import io.roomstate.awaitUntil
 import io.roomstate.DisconnectReason
 import io.roomstate.InternalException
 import io.roomstate.Limit

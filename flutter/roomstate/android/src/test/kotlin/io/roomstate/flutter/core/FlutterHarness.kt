@@ -1,5 +1,6 @@
 package io.roomstate.flutter.core
 
+import io.roomstate.awaitUntil
 import io.roomstate.ConnectOptions
 import io.roomstate.Room
 import io.roomstate.RoomListener

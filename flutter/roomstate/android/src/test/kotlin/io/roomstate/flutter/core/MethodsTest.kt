@@ -1,5 +1,6 @@
 package io.roomstate.flutter.core
 
+import io.roomstate.awaitUntil
 import kotlin.test.assertEquals
 import kotlin.test.assertFalse
 import kotlin.test.assertNull
