@@ -77,7 +77,7 @@ impl TestServer {
         let mut text = format!("bind = \"127.0.0.1:0\"\n{extra}\n[keys]\n{KEY} = \"{SECRET}\"\n");
         if let Some(redis) = &redis {
             text.push_str(&format!(
-                "[redis]\nurl = \"{}\"\nheartbeat_ms = 200\nnode_timeout_ms = 1500\ntimeout_ms = 500\n",
+                "[redis]\nurl = \"{}\"\nheartbeat_ms = 200\nnode_timeout_ms = 3000\ntimeout_ms = 500\n",
                 redis.url()
             ));
         }
