@@ -193,6 +193,10 @@ async fn session(
         Ok(Err(ended)) => return ended,
         Ok(Ok(message)) => message,
     };
+    // This connection is new: requests to reconnect made before it are answered by it.
+    // Marked before `Connected` is announced, so that one made after the app heard it
+    // counts.
+    reconnect_now.borrow_and_update();
     {
         let mut state = shared.state.lock();
         let notify = shared.notify(store);
@@ -208,8 +212,6 @@ async fn session(
         let _ = joined.send(Ok(()));
     }
     backoff.reset();
-    // This connection is new: requests to reconnect made before it are answered.
-    reconnect_now.borrow_and_update();
     let mut closing = shared.closing.subscribe();
     let mut ping = tokio::time::interval(shared.options.ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
