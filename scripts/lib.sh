@@ -36,3 +36,31 @@ use_offline_package_sets() {
   [ -f "$activate" ] || return 0
   bash "$activate" --if-needed
 }
+
+# For the Swift packages' tests on Linux (scripts/test-swift.sh, examples-ios/test.sh,
+# flutter/roomstate/ios/test.sh): finds swift (on PATH or in /opt/swift/usr/bin), or says
+# that `$1` is skipped and returns 1. Then sets `libdir`, `ROOMSTATE_BIN` and
+# `swift_flags`: the engine is a shared library in the cargo target folder; the linker
+# finds it there, and the executables carry that folder as their run path
+# (LD_LIBRARY_PATH for good measure).
+swift_setup() {
+  if ! command -v swift >/dev/null 2>&1 && [ -x /opt/swift/usr/bin/swift ]; then
+    export PATH="/opt/swift/usr/bin:$PATH"
+  fi
+  if ! command -v swift >/dev/null 2>&1; then
+    echo "Swift is missing (no swift on PATH or in /opt/swift/usr/bin): skipping $1" >&2
+    return 1
+  fi
+  libdir="$(target_dir)/debug"
+  export ROOMSTATE_BIN="$libdir/roomstate"
+  swift_flags=(-Xswiftc -warnings-as-errors -Xlinker -L"$libdir" -Xlinker -rpath -Xlinker "$libdir")
+  export LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+}
+
+# Stops unless scripts/bindings.sh has built the engine and generated the Swift.
+require_swift_bindings() {
+  for built in "$libdir/libroomstate.so" "$libdir/roomstate" \
+    bindings/swift/Sources/RoomState/Generated/RoomState.swift bindings/swift/Generated/RoomStateFFI/module.modulemap; do
+    [ -e "$built" ] || { echo "$built is missing: run scripts/bindings.sh first" >&2; exit 1; }
+  done
+}

@@ -13,22 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-if ! command -v swift >/dev/null 2>&1 && [ -x /opt/swift/usr/bin/swift ]; then
-  export PATH="/opt/swift/usr/bin:$PATH"
-fi
-if ! command -v swift >/dev/null 2>&1; then
-  echo "Swift is missing (no swift on PATH or in /opt/swift/usr/bin): skipping the Swift package's build and tests" >&2
-  exit 0
-fi
+swift_setup "the Swift package's build and tests" || exit 0
 swift --version 2>&1 | head -1
-
 scripts/bindings.sh
-libdir="$(target_dir)/debug"
-export ROOMSTATE_BIN="$libdir/roomstate"
-# The engine is a shared library in the cargo target folder: the linker finds it there,
-# and the executables carry that folder as their run path (LD_LIBRARY_PATH for good measure).
-swift_flags=(-Xswiftc -warnings-as-errors -Xlinker -L"$libdir" -Xlinker -rpath -Xlinker "$libdir")
-export LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 say "bindings/swift: swift build (warnings are errors)"
 (cd bindings/swift && swift build "${swift_flags[@]}")

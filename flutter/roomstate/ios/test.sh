@@ -13,24 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../../.."
 . scripts/lib.sh
 
-if ! command -v swift >/dev/null 2>&1 && [ -x /opt/swift/usr/bin/swift ]; then
-  export PATH="/opt/swift/usr/bin:$PATH"
-fi
-if ! command -v swift >/dev/null 2>&1; then
-  echo "Swift is missing (no swift on PATH or in /opt/swift/usr/bin): skipping the Flutter plugin's iOS side" >&2
-  exit 0
-fi
-
-libdir="$(target_dir)/debug"
-for built in "$libdir/libroomstate.so" "$libdir/roomstate" \
-  bindings/swift/Sources/RoomState/Generated/RoomState.swift bindings/swift/Generated/RoomStateFFI/module.modulemap; do
-  [ -e "$built" ] || { echo "$built is missing: run scripts/bindings.sh first" >&2; exit 1; }
-done
-export ROOMSTATE_BIN="$libdir/roomstate"
-# The engine is a shared library in the cargo target folder: the linker finds it there,
-# and the executables carry that folder as their run path (LD_LIBRARY_PATH for good measure).
-swift_flags=(-Xswiftc -warnings-as-errors -Xlinker -L"$libdir" -Xlinker -rpath -Xlinker "$libdir")
-export LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+swift_setup "the Flutter plugin's iOS side" || exit 0
+require_swift_bindings
 
 package=flutter/roomstate/ios/roomstate
 say "$package: swift build (warnings are errors)"
