@@ -18,8 +18,8 @@ void main() {
     expect(entry.value, {'text': 'Welcome!', 'by': 'alice'});
     expect(entry.version, 3);
     expect(Participant.fromChannel(types['Participant']).attributes, {'hand': 'raised'});
-    expect(ConnectionState.fromChannel(types['ConnectionState.connected']), isA<Connected>());
-    final disconnected = ConnectionState.fromChannel(types['ConnectionState.disconnected']) as Disconnected;
+    expect(RoomConnectionState.fromChannel(types['ConnectionState.connected']), isA<Connected>());
+    final disconnected = RoomConnectionState.fromChannel(types['ConnectionState.disconnected']) as Disconnected;
     expect(disconnected.reason.kind, DisconnectReasonKind.tokenRefused);
     expect(DisconnectReason.fromChannel(types['DisconnectReason']).kind, DisconnectReasonKind.removed);
   });
@@ -68,7 +68,7 @@ void main() {
     final changed = RoomEvent.fromChannel(events['attributesChanged'] as Map<String, Object?>) as AttributesChanged;
     expect(changed.changedKeys, ['hand']);
     final snapshot = events['snapshot'] as Map<String, dynamic>;
-    expect(ConnectionState.fromChannel(snapshot['state']), isA<Connected>());
+    expect(RoomConnectionState.fromChannel(snapshot['state']), isA<Connected>());
     expect(Participant.listFromChannel(snapshot['participants']).single.identity, 'bob');
     final keys = group('keyEvents');
     expect(StoreEntry.maybeFromChannel((keys['present'] as Map<String, dynamic>)['entry'])?.key, 'pinned');

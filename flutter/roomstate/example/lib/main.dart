@@ -62,7 +62,7 @@ class _RoomPageState extends State<RoomPage> with WidgetsBindingObserver {
   String? _notice;
   // Made once: a StreamBuilder given a new stream on every build would listen anew.
   late final Stream<StoreEntry?> _pinned = _store.watch('pinned');
-  late final Stream<ConnectionState> _states = widget.room.connectionStates;
+  late final Stream<RoomConnectionState> _states = widget.room.connectionStates;
   late final Stream<List<Participant>> _people = widget.room.participants;
 
   SessionStore get _store => widget.room.sessionStore;
@@ -116,7 +116,7 @@ class _RoomPageState extends State<RoomPage> with WidgetsBindingObserver {
     return Scaffold(
       appBar: AppBar(title: const Text('roomstate')),
       body: ListView(padding: const EdgeInsets.all(16), children: [
-        StreamBuilder<ConnectionState>(
+        StreamBuilder<RoomConnectionState>(
           stream: _states,
           builder: (context, state) => switch (state.data) {
             Connected() || null => const SizedBox.shrink(),

@@ -38,8 +38,8 @@ class Room {
           for (final participant in Participant.listFromChannel(joined['participants'])) participant.sid: participant,
         } {
     // Listened to at once: the platform side sends a snapshot first, so nothing that
-    // happened since `connect` answered is missed.
-    _subscription = EventChannel('io.roomstate/room/$id').receiveBroadcastStream().listen(
+    // happened since `connect` answered is missed. It ends with the room.
+    EventChannel('io.roomstate/room/$id').receiveBroadcastStream().listen(
           _onEvent,
           onError: (Object error) => _events.addError(error is PlatformException ? RoomStateException.fromPlatform(error) : error),
           onDone: _onDone,
@@ -52,19 +52,18 @@ class Room {
   late final SessionStore sessionStore = SessionStore._(this);
   late final LocalParticipant localParticipant = LocalParticipant._(this);
 
-  ConnectionState _state = const Connected();
+  RoomConnectionState _state = const Connected();
   Participant _local;
   final Map<String, Participant> _remotes;
-  late final StreamSubscription<Object?> _subscription;
-  final StreamController<ConnectionState> _states = StreamController.broadcast();
+  final StreamController<RoomConnectionState> _states = StreamController.broadcast();
   final StreamController<List<Participant>> _people = StreamController.broadcast();
   final StreamController<RoomEvent> _events = StreamController.broadcast();
   final StreamController<SessionStore> _storeAvailable = StreamController.broadcast();
 
-  ConnectionState get connectionState => _state;
+  RoomConnectionState get connectionState => _state;
 
   /// The current state, then every change. Ends after `disconnected`.
-  Stream<ConnectionState> get connectionStates => _startingWith(() => _state, _states.stream);
+  Stream<RoomConnectionState> get connectionStates => _startingWith(() => _state, _states.stream);
 
   /// Everyone but this participant, sorted by identity.
   List<Participant> get remoteParticipants => _remotes.values.toList()..sort((a, b) => a.identity.compareTo(b.identity));
@@ -101,10 +100,10 @@ class Room {
         _remotes
           ..clear()
           ..addEntries(Participant.listFromChannel(event['participants']).map((p) => MapEntry(p.sid, p)));
-        _setState(ConnectionState.fromChannel(event['state']));
+        _setState(RoomConnectionState.fromChannel(event['state']));
         _people.add(_everyone());
       case 'connectionState':
-        _setState(ConnectionState.fromChannel(event['state']));
+        _setState(RoomConnectionState.fromChannel(event['state']));
       default:
         final roomEvent = RoomEvent.fromChannel(event);
         if (roomEvent == null) return; // A newer platform side's event: ignored.
@@ -135,7 +134,7 @@ class Room {
     _people.add(_everyone());
   }
 
-  void _setState(ConnectionState state) {
+  void _setState(RoomConnectionState state) {
     _state = state;
     _states.add(state);
   }

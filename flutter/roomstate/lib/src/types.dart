@@ -125,10 +125,10 @@ class DisconnectReason {
 }
 
 /// The connection's state. `disconnected` is final and carries the reason.
-sealed class ConnectionState {
-  const ConnectionState();
+sealed class RoomConnectionState {
+  const RoomConnectionState();
 
-  factory ConnectionState.fromChannel(Object? message) {
+  factory RoomConnectionState.fromChannel(Object? message) {
     final map = _map(message);
     return switch (map['state']) {
       'connecting' => const Connecting(),
@@ -140,25 +140,25 @@ sealed class ConnectionState {
   }
 }
 
-class Connecting extends ConnectionState {
+class Connecting extends RoomConnectionState {
   const Connecting();
   @override
   String toString() => 'connecting';
 }
 
-class Connected extends ConnectionState {
+class Connected extends RoomConnectionState {
   const Connected();
   @override
   String toString() => 'connected';
 }
 
-class Reconnecting extends ConnectionState {
+class Reconnecting extends RoomConnectionState {
   const Reconnecting();
   @override
   String toString() => 'reconnecting';
 }
 
-class Disconnected extends ConnectionState {
+class Disconnected extends RoomConnectionState {
   const Disconnected(this.reason);
   final DisconnectReason reason;
   @override
