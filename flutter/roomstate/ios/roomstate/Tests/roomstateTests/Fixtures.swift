@@ -5,6 +5,7 @@
 // android/src/test/kotlin/io/roomstate/flutter/core/Fixtures.kt.
 import Foundation
 import RoomState
+@testable import roomstate
 import XCTest
 
 #if canImport(Glibc)
@@ -230,7 +231,7 @@ func engineThreads() -> [String] {
 /// Two channel values are the same: NSNull is nil, every integer type is one, maps and lists
 /// element by element; a Bool is only ever a Bool.
 func same(_ a: Any?, _ b: Any?) -> Bool {
-    guard let a = plainValue(a), let b = plainValue(b) else { return plainValue(a) == nil && plainValue(b) == nil }
+    guard let a = plain(a), let b = plain(b) else { return plain(a) == nil && plain(b) == nil }
     if let x = integer(a) { return integer(b) == x }
     if type(of: a) == Bool.self || type(of: b) == Bool.self {
         return type(of: a) == type(of: b) && (a as? Bool) == (b as? Bool)
@@ -247,24 +248,11 @@ func same(_ a: Any?, _ b: Any?) -> Bool {
     return false
 }
 
-private func plainValue(_ value: Any?) -> Any? {
-    guard let value else { return nil }
-    if let optional = value as? any TestOptional { return plainValue(optional.wrappedValue) }
-    if value is NSNull { return nil }
-    return value
-}
 
-protocol TestOptional {
-    var wrappedValue: Any? { get }
-}
-
-extension Optional: TestOptional {
-    var wrappedValue: Any? { map { $0 as Any } }
-}
 
 /// An integer channel value (Int, Int64, Int32), nil for anything else.
 func integer(_ value: Any?) -> Int64? {
-    guard let value = plainValue(value) else { return nil }
+    guard let value = plain(value) else { return nil }
     switch value {
     case let int as Int where type(of: value) == Int.self: return Int64(int)
     case let int as Int64 where type(of: value) == Int64.self: return int
@@ -278,17 +266,17 @@ func assertSame(_ actual: Any?, _ expected: Any?, _ message: String = "", file: 
 }
 
 func describe(_ value: Any?) -> String {
-    guard let value = plainValue(value) else { return "null" }
+    guard let value = plain(value) else { return "null" }
     return "\(value)"
 }
 
 extension Optional where Wrapped == Any {
     /// This channel value as a map (empty if it is none), a list of maps, a string, an integer.
-    var asMap: [String: Any] { (plainValue(self) as? [String: Any]) ?? [:] }
-    var asList: [[String: Any]] { (plainValue(self) as? [Any])?.compactMap { $0 as? [String: Any] } ?? [] }
-    var asString: String? { plainValue(self) as? String }
+    var asMap: [String: Any] { (plain(self) as? [String: Any]) ?? [:] }
+    var asList: [[String: Any]] { (plain(self) as? [Any])?.compactMap { $0 as? [String: Any] } ?? [] }
+    var asString: String? { plain(self) as? String }
     var asInt: Int64? { integer(self) }
-    var isNull: Bool { plainValue(self) == nil }
+    var isNull: Bool { plain(self) == nil }
 }
 
 /// The identities of a list of participants.
@@ -299,7 +287,7 @@ func identities(_ value: Any?) -> [String] {
 // XCTest's assertions take autoclosures, which cannot await: these take values.
 
 func assertNil(_ value: Any?, _ message: String = "", file: StaticString = #filePath, line: UInt = #line) {
-    XCTAssertTrue(plainValue(value) == nil, "\(describe(value)) is not null \(message)", file: file, line: line)
+    XCTAssertTrue(plain(value) == nil, "\(describe(value)) is not null \(message)", file: file, line: line)
 }
 
 func assertTrue(_ value: Bool, _ message: String = "", file: StaticString = #filePath, line: UInt = #line) {

@@ -230,7 +230,7 @@ final class FlutterHarness: @unchecked Sendable {
 /// As the iOS StandardMethodCodec decodes what Dart sent: NSString, NSNumber (an int that
 /// fits 32 bits made with numberWithInt, else numberWithLongLong), NSArray, NSDictionary, NSNull.
 func asDecoded(_ value: Any?) -> Any {
-    guard let value = plainTestValue(value) else { return NSNull() }
+    guard let value = plain(value) else { return NSNull() }
     if let int = integer(value) {
         return Int32(exactly: int).map { NSNumber(value: $0) } ?? NSNumber(value: int)
     }
@@ -244,12 +244,6 @@ func asDecoded(_ value: Any?) -> Any {
     }
 }
 
-private func plainTestValue(_ value: Any?) -> Any? {
-    guard let value else { return nil }
-    if let optional = value as? any TestOptional { return plainTestValue(optional.wrappedValue) }
-    if value is NSNull { return nil }
-    return value
-}
 
 func currentThreadName() -> String {
     #if os(Linux)

@@ -8,6 +8,7 @@
 // values are compared with the example's. An Optional inside a collection is refused: the
 // codec wants NSNull there.
 import Foundation
+@testable import roomstate
 
 /// A JSON value, with booleans, integers and doubles told apart as the vectors write them.
 indirect enum JSON: Decodable, Equatable, Sendable {
@@ -75,30 +76,30 @@ enum Vectors {
 
     /// Nil when `value` has the shape of `vector`, else where and how it differs.
     static func mismatch(_ vector: JSON, _ value: Any?, _ path: String = "$") -> String? {
-        if value.map({ Swift.type(of: $0) is any TestOptional.Type }) == true, path != "$" {
+        if value.map({ Swift.type(of: $0) is any AnyOptional.Type }) == true, path != "$" {
             return "\(path): an Optional inside a collection (NSNull for null): \(describe(value))"
         }
-        let plain = plainValue(value)
+        let unwrapped = plain(value)
         switch vector {
         case .null:
-            return plain == nil ? nil : "\(path): expected null, got \(kind(plain))"
+            return unwrapped == nil ? nil : "\(path): expected null, got \(kind(unwrapped))"
         case .string:
-            return plain is String ? nil : "\(path): expected a string, got \(kind(plain))"
+            return unwrapped is String ? nil : "\(path): expected a string, got \(kind(unwrapped))"
         case .bool:
-            return plain.map({ Swift.type(of: $0) == Bool.self }) == true ? nil : "\(path): expected a boolean, got \(kind(plain))"
+            return unwrapped.map({ Swift.type(of: $0) == Bool.self }) == true ? nil : "\(path): expected a boolean, got \(kind(unwrapped))"
         case .integer:
-            return integer(plain) != nil ? nil : "\(path): expected an integer, got \(kind(plain))"
+            return integer(unwrapped) != nil ? nil : "\(path): expected an integer, got \(kind(unwrapped))"
         case .double:
-            return plain.map({ Swift.type(of: $0) == Double.self }) == true ? nil : "\(path): expected a double, got \(kind(plain))"
+            return unwrapped.map({ Swift.type(of: $0) == Double.self }) == true ? nil : "\(path): expected a double, got \(kind(unwrapped))"
         case .array(let elements):
-            guard let list = plain as? [Any] else { return "\(path): expected a list, got \(kind(plain))" }
+            guard let list = unwrapped as? [Any] else { return "\(path): expected a list, got \(kind(unwrapped))" }
             guard let first = elements.first else { return nil }
             for (index, element) in list.enumerated() {
                 if let mismatch = mismatch(first, element, "\(path)[\(index)]") { return mismatch }
             }
             return nil
         case .object(let fields):
-            guard let map = plain as? [String: Any] else { return "\(path): expected a map, got \(kind(plain))" }
+            guard let map = unwrapped as? [String: Any] else { return "\(path): expected a map, got \(kind(unwrapped))" }
             return objectMismatch(fields, map, path)
         }
     }
@@ -133,7 +134,7 @@ enum Vectors {
 
     private static func dictionaryMismatch(_ vector: JSON, _ value: Any, _ path: String) -> String? {
         guard case .object(let fields) = vector else { return mismatch(vector, value, path) }
-        guard let map = plainValue(value) as? [String: Any] else { return "\(path): expected a map, got \(kind(value))" }
+        guard let map = plain(value) as? [String: Any] else { return "\(path): expected a map, got \(kind(value))" }
         let element = fields.values.first ?? .string("")
         for key in map.keys.sorted() {
             if let mismatch = mismatch(element, map[key], "\(path).\(key)") { return mismatch }
@@ -142,14 +143,8 @@ enum Vectors {
     }
 
     private static func kind(_ value: Any?) -> String {
-        guard let value = plainValue(value) else { return "null" }
+        guard let value = plain(value) else { return "null" }
         return "\(Swift.type(of: value)) \(value)"
     }
 }
 
-private func plainValue(_ value: Any?) -> Any? {
-    guard let value else { return nil }
-    if let optional = value as? any TestOptional { return plainValue(optional.wrappedValue) }
-    if value is NSNull { return nil }
-    return value
-}
