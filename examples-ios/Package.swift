@@ -32,7 +32,11 @@ let package = Package(
         ),
         .testTarget(
             name: "RoomExampleModelTests",
-            dependencies: ["RoomExampleModel", .product(name: "RoomState", package: "swift")]
+            dependencies: [
+                "RoomExampleModel",
+                .product(name: "RoomState", package: "swift"),
+                .product(name: "RoomStateTesting", package: "swift"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -20,11 +20,15 @@ let package = Package(
     platforms: [.iOS(.v15), .macOS(.v12)],
     products: [
         .library(name: "RoomState", targets: ["RoomState"]),
+        // For tests only: a real server process and waiting helpers, shared by this
+        // package's tests, examples-ios and the Flutter plugin's iOS side.
+        .library(name: "RoomStateTesting", targets: ["RoomStateTesting"]),
     ],
     targets: [
         engine,
         .target(name: "RoomState", dependencies: ["RoomStateFFI"], path: "Sources/RoomState"),
-        .testTarget(name: "RoomStateTests", dependencies: ["RoomState"], path: "Tests/RoomStateTests"),
+        .target(name: "RoomStateTesting", path: "Sources/RoomStateTesting"),
+        .testTarget(name: "RoomStateTests", dependencies: ["RoomState", "RoomStateTesting"], path: "Tests/RoomStateTests"),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,6 +1,7 @@
 // The example app's model, two of them (alice and bob) in one room on a real
 // `roomstate serve` process: what each screen would show, state by state.
 import Foundation
+import RoomStateTesting
 import Observation
 import RoomExampleModel
 import RoomState

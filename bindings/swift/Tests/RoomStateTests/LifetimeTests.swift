@@ -1,6 +1,7 @@
 // What the engine holds after a room ends, `updateToken(token:)` and `reconnectNow()`:
 // the Swift side of crates/server/tests/e2e/lifetimes.rs.
 import Foundation
+import RoomStateTesting
 import RoomState
 import XCTest
 

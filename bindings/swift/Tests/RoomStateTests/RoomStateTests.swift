@@ -1,6 +1,7 @@
 // The engine through its Swift bindings against a real `roomstate serve` process: what
 // bindings/kotlin's JUnit suite covers (RoomStateTest.kt), and more.
 import Foundation
+import RoomStateTesting
 import RoomState
 import XCTest
 

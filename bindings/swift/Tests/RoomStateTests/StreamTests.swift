@@ -1,6 +1,7 @@
 // The Swift layer's AsyncSequences: the current value then every change; cancelling the
 // consumer removes the observer; `for try await` ends when the room ends.
 import Foundation
+import RoomStateTesting
 import RoomState
 import XCTest
 

@@ -40,7 +40,11 @@ let package = Package(
         .target(name: "roomstate", dependencies: pluginDependencies, path: "Sources/roomstate"),
         .testTarget(
             name: "roomstateTests",
-            dependencies: ["roomstate", .product(name: "RoomState", package: "swift")],
+            dependencies: [
+                "roomstate",
+                .product(name: "RoomState", package: "swift"),
+                .product(name: "RoomStateTesting", package: "swift"),
+            ],
             path: "Tests/roomstateTests"
         ),
     ],

@@ -1,6 +1,7 @@
 // The 100ms Flutter bridge's defects (../shared/ANCHORS.md), each one avoided, one test
 // each. As the Android side's DefectsTest.kt.
 import Foundation
+import RoomStateTesting
 @testable import roomstate
 import XCTest
 

@@ -1,6 +1,7 @@
 // Every error code of CHANNELS.md that a real server can produce, and the mapping of the
 // rest. As the Android side's ErrorsTest.kt.
 import Foundation
+import RoomStateTesting
 import RoomState
 @testable import roomstate
 import XCTest

@@ -6,6 +6,7 @@
 import Foundation
 import RoomState
 @testable import roomstate
+import RoomStateTesting
 import XCTest
 
 #if canImport(Glibc)
@@ -18,38 +19,20 @@ let apiKey = "flutterkey"
 let apiSecret = "fluttersecret"
 let roomName = "flutter-room"
 
-/// The roomstate binary: ROOMSTATE_BIN, set by ios/test.sh.
-func roomstateBinary() throws -> String {
-    guard let binary = ProcessInfo.processInfo.environment["ROOMSTATE_BIN"], !binary.isEmpty else {
-        throw XCTSkip("set ROOMSTATE_BIN to the roomstate binary (flutter/roomstate/ios/test.sh does)")
-    }
-    return binary
-}
-
-/// Runs the roomstate CLI and returns what it printed; fails unless it succeeded.
+/// The roomstate CLI with this suite's API key.
 @discardableResult
 func roomstateCLI(_ arguments: [String], apiSecret secret: String = apiSecret) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: try roomstateBinary())
-    process.arguments = arguments
-    var environment = ProcessInfo.processInfo.environment
-    environment["ROOMSTATE_API_KEY"] = apiKey
-    environment["ROOMSTATE_API_SECRET"] = secret
-    process.environment = environment
-    let output = Pipe()
-    process.standardOutput = output
-    try process.run()
-    let printed = output.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    let text = String(decoding: printed, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-    guard process.terminationStatus == 0 else {
-        throw CLIFailed(description: "roomstate \(arguments.joined(separator: " ")) exited with \(process.terminationStatus): \(text)")
-    }
-    return text
+    try RoomStateTesting.roomstateCLI(arguments, apiKey: apiKey, apiSecret: secret)
 }
 
-struct CLIFailed: Error, CustomStringConvertible {
-    let description: String
+/// This suite's key, under a name `TestServer`'s own properties do not hide.
+private let suiteKey = (key: apiKey, secret: apiSecret)
+
+extension TestServer {
+    /// A server that accepts this suite's API key.
+    convenience init(_ extraArguments: [String] = []) throws {
+        try self.init(apiKey: suiteKey.key, apiSecret: suiteKey.secret, extraArguments: extraArguments)
+    }
 }
 
 /// An access token minted by `roomstate token create`.
@@ -57,85 +40,6 @@ func token(_ identity: String, canUpdateMetadata: Bool = true, secret: String = 
     var arguments = ["token", "create", "--room", roomName, "--identity", identity]
     if canUpdateMetadata { arguments.append("--can-update-metadata") }
     return try roomstateCLI(arguments, apiSecret: secret)
-}
-
-/// A real `roomstate serve` process on a free port.
-final class TestServer: @unchecked Sendable {
-    private let process: Process
-    /// `ws://127.0.0.1:PORT`, for clients.
-    let url: String
-    /// `http://127.0.0.1:PORT`, for the CLI's server API calls.
-    var httpURL: String { url.replacingOccurrences(of: "ws://", with: "http://") }
-
-    init(_ extraArguments: [String] = []) throws {
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: try roomstateBinary())
-        process.arguments = ["serve", "--bind", "127.0.0.1:0", "--keys", "\(apiKey):\(apiSecret)"] + extraArguments
-        var environment = ProcessInfo.processInfo.environment
-        environment["ROOMSTATE_LOG"] = "warn"
-        process.environment = environment
-        let output = Pipe()
-        process.standardOutput = output
-        // Not this process's stderr: a server left behind by a crashed test run would keep
-        // `swift test` waiting for the end of it.
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        // The first line on stdout is `roomstate listening on ws://ADDRESS`.
-        var line = Data()
-        while let byte = try output.fileHandleForReading.read(upToCount: 1), !byte.isEmpty, byte != Data("\n".utf8) {
-            line.append(byte)
-        }
-        let text = String(decoding: line, as: UTF8.self)
-        let prefix = "roomstate listening on "
-        guard text.hasPrefix(prefix + "ws://") else {
-            kill(process.processIdentifier, SIGKILL)
-            throw CLIFailed(description: "roomstate serve: unexpected first line: \(text)")
-        }
-        url = String(text.dropFirst(prefix.count))
-    }
-
-    /// The server API through the `roomstate` command line, as an operator would use it.
-    func admin(_ arguments: [String]) throws {
-        try roomstateCLI(arguments + ["--url", httpURL])
-    }
-
-    /// Freezes or thaws the server process (SIGSTOP, SIGCONT), as an overloaded or
-    /// unreachable server would be.
-    func freeze(_ frozen: Bool) {
-        kill(process.processIdentifier, frozen ? SIGSTOP : SIGCONT)
-        if frozen { waitUntilStopped() }
-    }
-
-    /// `kill` returns before every thread of the server has stopped (Linux: waits on /proc,
-    /// at most 5 s, until all have).
-    private func waitUntilStopped() {
-        #if os(Linux)
-        let task = "/proc/\(process.processIdentifier)/task"
-        let deadline = Date().addingTimeInterval(5)
-        while Date() < deadline {
-            let threads = (try? FileManager.default.contentsOfDirectory(atPath: task)) ?? []
-            let stopped = !threads.isEmpty && threads.allSatisfy { thread in
-                guard let stat = try? String(contentsOfFile: "\(task)/\(thread)/stat", encoding: .utf8),
-                      let comm = stat.lastIndex(of: ")") else { return false }
-                return stat[stat.index(after: comm)...].trimmingCharacters(in: .whitespaces).first == "T"
-            }
-            if stopped { return }
-            usleep(1_000)
-        }
-        #endif
-    }
-
-    func stop() {
-        // SIGKILL: a child Foundation's Process starts on Linux inherits a signal mask that
-        // blocks SIGTERM, so terminate() would not end it.
-        if process.isRunning {
-            kill(process.processIdentifier, SIGCONT)
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
-    }
-
-    deinit { stop() }
 }
 
 /// `connect`'s options as Dart sends them: fast reconnects, a request timeout to choose.
@@ -191,39 +95,8 @@ final class Peer: DefaultRoomListener, @unchecked Sendable {
     }
 }
 
-struct ConditionNotMet: Error, CustomStringConvertible {
-    let description: String
-}
-
-/// Polls `condition` until it holds; fails with `what` after 20 s. Not a timing assertion.
-func eventually(
-    _ what: @autoclosure () -> String,
-    seconds: TimeInterval = 20,
-    file: StaticString = #filePath,
-    line: UInt = #line,
-    _ condition: () async throws -> Bool
-) async throws {
-    let deadline = Date().addingTimeInterval(seconds)
-    while try await !condition() {
-        if Date() > deadline {
-            XCTFail("not met within \(Int(seconds)) s: \(what())", file: file, line: line)
-            throw ConditionNotMet(description: what())
-        }
-        try await Task.sleep(nanoseconds: 5_000_000)
-    }
-}
-
 func sleep(ms: UInt64) async throws {
     try await Task.sleep(nanoseconds: ms * 1_000_000)
-}
-
-/// The names of this process's threads that belong to the engine (Linux: /proc).
-func engineThreads() -> [String] {
-    let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
-    return tasks.compactMap { task in
-        (try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8))?
-            .trimmingCharacters(in: .whitespacesAndNewlines)
-    }.filter { $0.hasPrefix("roomstate-") }
 }
 
 // MARK: Reading channel values in assertions

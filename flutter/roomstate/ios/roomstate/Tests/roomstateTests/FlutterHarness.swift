@@ -7,6 +7,7 @@
 // MissingPluginException). Every delivery is checked: on the main thread, answered once,
 // never after a cancel or endOfStream, shaped as the vector of the same name.
 import Foundation
+import RoomStateTesting
 @testable import roomstate
 import XCTest
 

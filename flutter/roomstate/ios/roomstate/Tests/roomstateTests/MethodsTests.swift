@@ -1,6 +1,7 @@
 // Every method of CHANNELS.md, and every room event, against a real server. As the
 // Android side's MethodsTest.kt.
 import Foundation
+import RoomStateTesting
 @testable import roomstate
 import XCTest
 

@@ -8,6 +8,7 @@
 // values are compared with the example's. An Optional inside a collection is refused: the
 // codec wants NSNull there.
 import Foundation
+import RoomStateTesting
 @testable import roomstate
 
 /// A JSON value, with booleans, integers and doubles told apart as the vectors write them.

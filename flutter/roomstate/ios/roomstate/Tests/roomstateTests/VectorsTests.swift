@@ -1,6 +1,7 @@
 // The shape matcher the other tests apply to every delivery: it must tell a wrong shape.
 // As the Android side's VectorsTest.kt.
 import Foundation
+import RoomStateTesting
 import RoomState
 @testable import roomstate
 import XCTest
