@@ -64,3 +64,22 @@ require_swift_bindings() {
     [ -e "$built" ] || { echo "$built is missing: run scripts/bindings.sh first" >&2; exit 1; }
   done
 }
+
+# Runs a Maven project's tests, then fails unless JUnit ran every `@Test` in its sources:
+# JUnit 5 silently skips a test method that returns a value (a Kotlin `= runBlocking {..}`
+# whose last expression is not Unit), so a green run could hide a test that never ran.
+maven_test_all() {
+  local project="$1" goal="$2"
+  shift 2
+  rm -rf "$project/target/surefire-reports" # a removed test class leaves its old report
+  (cd "$project" && mvn -B --no-transfer-progress "$goal" "$@")
+  local declared ran
+  declared=$(grep -rhE '^\s*@Test\b' "$project/src/test" | wc -l)
+  ran=$(grep -ohE '<testsuite [^>]*\btests="[0-9]+"' "$project"/target/surefire-reports/TEST-*.xml |
+    grep -oE '\btests="[0-9]+"' | tr -dc '0-9\n' | awk '{ n += $1 } END { print n + 0 }')
+  if [ "$declared" != "$ran" ]; then
+    echo "$project: $declared @Test methods in src/test, but JUnit ran $ran (one returns a value?)" >&2
+    return 1
+  fi
+  echo "$project: all $ran tests ran"
+}

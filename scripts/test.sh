@@ -44,11 +44,11 @@ say "Kotlin bindings: generate, compile, and test on the JVM against a real serv
 scripts/bindings.sh
 libdir="$(target_dir)/debug"
 # `install` runs the suite, then puts the jar where the example and the plugin find it.
-(cd bindings/kotlin && mvn -B --no-transfer-progress install -Droomstate.libdir="$libdir")
+maven_test_all bindings/kotlin install -Droomstate.libdir="$libdir"
 say "the Android example's model: tested on the JVM against a real server"
-(cd examples-android/model && mvn -B --no-transfer-progress test -Droomstate.libdir="$libdir")
+maven_test_all examples-android/model test -Droomstate.libdir="$libdir"
 say "the Flutter plugin's Android side: tested on the JVM against a real server"
-(cd flutter/roomstate/android && mvn -B --no-transfer-progress test -Droomstate.libdir="$libdir")
+maven_test_all flutter/roomstate/android test -Droomstate.libdir="$libdir"
 
 say "Swift package: build and test on Linux against a real server"
 bash scripts/test-swift.sh

@@ -4,6 +4,7 @@ package io.roomstate
 
 import java.io.File
 import kotlinx.coroutines.channels.Channel
+import kotlinx.coroutines.ensureActive
 import kotlinx.coroutines.launch
 import kotlinx.coroutines.channels.awaitClose
 import kotlinx.coroutines.flow.Flow
@@ -92,10 +93,16 @@ class RoomEndedException(val reason: DisconnectReason) : Exception("the room end
  * The entries of `key`: the current one first (null: absent), then every change, in order.
  * The listener is removed when collection stops. The Flow completes when the room is left
  * and fails with [RoomEndedException] when it ends otherwise, after every change before the
- * end was emitted. Buffered without bound, so a slow collector never holds up the room's
+ * end was emitted; collected after the room has ended, it fails with
+ * [RoomException.NotConnected], and a collector cancelled first just ends cancelled.
+ * Buffered without bound, so a slow collector never holds up the room's
  * listener thread.
  */
 fun SessionStore.changes(key: String): Flow<StoreEntry?> = callbackFlow {
+    // callbackFlow starts this block even when its collector was cancelled first (an
+    // ATOMIC start): by then the room may be gone, and a collector that was cancelled
+    // must end cancelled, not with the NotConnected of a listener it no longer wants.
+    ensureActive()
     val handle = addKeyChangeListener(listOf(key), keyChangeListener { _, entry -> trySend(entry) })
     // `ended()` resolves on the listener thread after the calls queued before the end ran.
     val end = launch {

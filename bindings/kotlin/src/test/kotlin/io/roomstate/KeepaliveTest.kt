@@ -9,7 +9,7 @@ import org.junit.jupiter.api.Test
 /** docs/protocol.md, Keepalive: a quiet room keeps its connection past every timeout. */
 class KeepaliveTest {
     @Test
-    fun `a quiet room outlasts every timeout without a reconnect`() = runBlocking {
+    fun `a quiet room outlasts every timeout without a reconnect`() = runBlocking<Unit> {
         // The server closes after 600 ms without a frame; the clients ping every 100 ms and
         // would reconnect after 400 ms without one.
         TestServer("idle_timeout_ms = 600").use { server ->

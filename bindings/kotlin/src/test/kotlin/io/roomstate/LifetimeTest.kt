@@ -50,7 +50,7 @@ class LifetimeTest {
         }
 
     @Test
-    fun `the engine lets go of listeners that keep their store when the room ends`() = runBlocking {
+    fun `the engine lets go of listeners that keep their store when the room ends`() = runBlocking<Unit> {
         val (alice, aliceListener, aliceKeyListener) = joinKeepingTheStore("alice")
         val (bob, bobListener, bobKeyListener) = joinKeepingTheStore("bob")
         // Left with disconnect(); the app still holds the Room.
@@ -67,7 +67,7 @@ class LifetimeTest {
     }
 
     @Test
-    fun `the engine's threads join the JVM through JNI_OnLoad`() = runBlocking {
+    fun `the engine's threads join the JVM through JNI_OnLoad`() = runBlocking<Unit> {
         val logged = CopyOnWriteArrayList<String>()
         initLogging(LogLevel.DEBUG, object : Logger {
             override fun log(level: LogLevel, target: String, message: String) { logged += message }
@@ -101,7 +101,7 @@ class LifetimeTest {
     }
 
     @Test
-    fun `cancelling a Flow's collector stops the server sending its key`() = runBlocking {
+    fun `cancelling a Flow's collector stops the server sending its key`() = runBlocking<Unit> {
         val alice = RoomState.connect(server.url, token("alice"), Recorder(), fastOptions())
         val bob = RoomState.connect(server.url, token("bob"), Recorder(), fastOptions())
         val values = Channel<String?>(Channel.UNLIMITED)
@@ -124,7 +124,7 @@ class LifetimeTest {
     }
 
     @Test
-    fun `a cancelled coroutine's write that was not sent is never sent`() = runBlocking {
+    fun `a cancelled coroutine's write that was not sent is never sent`() = runBlocking<Unit> {
         val heard = Recorder()
         val options = fastOptions().copy(pingIntervalMs = 200u, pingTimeoutMs = 1000u)
         val alice = RoomState.connect(server.url, token("alice"), heard, options)
@@ -146,7 +146,7 @@ class LifetimeTest {
     }
 
     @Test
-    fun `updateToken is the token the next connection uses`() = runBlocking {
+    fun `updateToken is the token the next connection uses`() = runBlocking<Unit> {
         val heard = Recorder()
         val alice = RoomState.connect(server.url, token("alice"), heard, fastOptions())
         alice.updateToken("not-a-jwt")

@@ -31,7 +31,7 @@ suspend fun readmeSample(url: String, token: String) = coroutineScope {
 
 class ReadmeSampleTest {
     @Test
-    fun `the README's Kotlin sample runs and its writes reach another participant`() = runBlocking {
+    fun `the README's Kotlin sample runs and its writes reach another participant`() = runBlocking<Unit> {
         TestServer().use { server ->
             val bobHeard = Recorder()
             RoomState.connect(server.url, token("bob"), bobHeard, fastOptions()).use { bob ->

@@ -1,11 +1,17 @@
 package io.roomstate
 
 import java.util.concurrent.CopyOnWriteArrayList
+import java.util.concurrent.CountDownLatch
+import java.util.concurrent.Executors
 import kotlin.test.assertEquals
 import kotlin.test.assertFalse
 import kotlin.test.assertNull
 import kotlin.test.assertTrue
+import kotlinx.coroutines.CancellationException
+import kotlinx.coroutines.CoroutineStart
 import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.SupervisorJob
+import kotlinx.coroutines.asCoroutineDispatcher
 import kotlinx.coroutines.async
 import kotlinx.coroutines.awaitAll
 import kotlinx.coroutines.channels.Channel
@@ -39,7 +45,7 @@ class RoomStateTest {
         RoomState.connect(server.url, token(identity, canUpdateMetadata = canUpdateMetadata), listener, fastOptions()).also { rooms += it }
 
     @Test
-    fun `onSessionStoreAvailable fires with a usable store`() = runBlocking {
+    fun `onSessionStoreAvailable fires with a usable store`() = runBlocking<Unit> {
         val heard = Recorder()
         val room = join("alice", heard)
         heard.awaitEvent("store-available")
@@ -49,7 +55,7 @@ class RoomStateTest {
     }
 
     @Test
-    fun `every listener gets the current value first, then each change once`() = runBlocking {
+    fun `every listener gets the current value first, then each change once`() = runBlocking<Unit> {
         val alice = join("alice")
         val bob = join("bob")
         alice.sessionStore().set("pinned", """{"text":"hi"}""")
@@ -69,7 +75,7 @@ class RoomStateTest {
     }
 
     @Test
-    fun `removeKeyChangeListener stops callbacks`() = runBlocking {
+    fun `removeKeyChangeListener stops callbacks`() = runBlocking<Unit> {
         val alice = join("alice")
         val removed = Recorder()
         val kept = Recorder()
@@ -84,7 +90,7 @@ class RoomStateTest {
     }
 
     @Test
-    fun `set, get, delete and typed values`() = runBlocking {
+    fun `set, get, delete and typed values`() = runBlocking<Unit> {
         val alice = join("alice")
         val bob = join("bob")
         val version = alice.sessionStore().setValue("pinned", Pinned("Welcome", "alice"))
@@ -101,7 +107,7 @@ class RoomStateTest {
     }
 
     @Test
-    fun `a Flow of a key's values`() = runBlocking {
+    fun `a Flow of a key's values`() = runBlocking<Unit> {
         val alice = join("alice")
         val bob = join("bob")
         val values = Channel<Pinned?>(Channel.UNLIMITED)
@@ -118,7 +124,7 @@ class RoomStateTest {
     }
 
     @Test
-    fun `a Flow completes when the room is left and fails with the reason when it ends otherwise`() = runBlocking {
+    fun `a Flow completes when the room is left and fails with the reason when it ends otherwise`() = runBlocking<Unit> {
         val alice = join("alice")
         val bob = join("bob")
         val seen = CopyOnWriteArrayList<String?>()
@@ -146,7 +152,28 @@ class RoomStateTest {
     }
 
     @Test
-    fun `compareAndSet under contention from coroutines loses nothing`() = runBlocking {
+    fun `a Flow cancelled before its listener is in place ends cancelled, even after the room has ended`() = runBlocking<Unit> {
+        val alice = join("alice")
+        // The Flow's producer starts on `flowThread`, held until the collector was cancelled
+        // and the room left: the order the README's sample met by chance in CI.
+        val flowThread = Executors.newSingleThreadExecutor()
+        val release = CountDownLatch(1)
+        flowThread.execute { release.await() }
+        val collecting = async(flowThread.asCoroutineDispatcher() + SupervisorJob(), CoroutineStart.UNDISPATCHED) {
+            alice.sessionStore().changes("k").collect {}
+        }
+        collecting.cancel()
+        alice.disconnect()
+        release.countDown()
+        val outcome = runCatching { collecting.await() }.exceptionOrNull()
+        assertTrue(outcome is CancellationException, "ended with $outcome")
+        // Collected for real after the end, the Flow says why it has nothing to give.
+        assertThrows<RoomException.NotConnected> { runBlocking { alice.sessionStore().changes("k").collect {} } }
+        flowThread.shutdown()
+    }
+
+    @Test
+    fun `compareAndSet under contention from coroutines loses nothing`() = runBlocking<Unit> {
         val clients = (0 until 4).map { join("p$it") }
         val increments = 15
         clients.map { room ->
@@ -170,7 +197,7 @@ class RoomStateTest {
     }
 
     @Test
-    fun `attributes and metadata changes reach a second client`() = runBlocking {
+    fun `attributes and metadata changes reach a second client`() = runBlocking<Unit> {
         val alice = join("alice")
         val bobHeard = Recorder()
         join("bob", bobHeard)
@@ -188,7 +215,7 @@ class RoomStateTest {
     }
 
     @Test
-    fun `every error is a typed exception`() = runBlocking {
+    fun `every error is a typed exception`() = runBlocking<Unit> {
         val alice = join("alice")
         val store = alice.sessionStore()
 
@@ -235,7 +262,7 @@ class RoomStateTest {
     }
 
     @Test
-    fun `a listener may call back into the engine`() = runBlocking {
+    fun `a listener may call back into the engine`() = runBlocking<Unit> {
         val alice = join("alice")
         val store = alice.sessionStore()
         val seen = Recorder()
@@ -250,7 +277,7 @@ class RoomStateTest {
     }
 
     @Test
-    fun `a listener that throws is logged and the others go on`() = runBlocking {
+    fun `a listener that throws is logged and the others go on`() = runBlocking<Unit> {
         val logged = CopyOnWriteArrayList<String>()
         initLogging(LogLevel.WARN, object : Logger {
             override fun log(level: LogLevel, target: String, message: String) { logged += "$level $message" }
@@ -274,7 +301,7 @@ class RoomStateTest {
     }
 
     @Test
-    fun `closing everything leaves no engine threads`() = runBlocking {
+    fun `closing everything leaves no engine threads`() = runBlocking<Unit> {
         awaitUntil("no engine threads from earlier tests: ${engineThreads()}") { engineThreads().isEmpty() }
         val alice = join("alice")
         val bob = join("bob")
