@@ -317,7 +317,7 @@ impl Server {
         // Default limits and timeouts: the fuzzer attacks what ships. Only the inbound
         // rate is raised (it would just slow the run down), when `unthrottled`.
         let rate = if unthrottled {
-            "client_requests_per_second = 1000000\nclient_bytes_per_second = 1000000000\n"
+            "client_requests_per_second = 1000000\nclient_bytes_per_second = 1000000000\naddress_requests_per_second = 0\n"
         } else {
             ""
         };

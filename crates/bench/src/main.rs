@@ -176,7 +176,7 @@ fn main() {
                 human(result.healthz.max_us)
             );
             println!(
-                "server RSS: before {:.1} MiB, max {:.1} MiB, after {:.1} MiB",
+                "server RSS: before {:.1} MiB, max {:.1} MiB, 16 s after {:.1} MiB",
                 mb(result.rss_before_bytes),
                 mb(result.rss_max_bytes),
                 mb(result.rss_after_bytes)

@@ -62,7 +62,7 @@ impl Target {
             System::Roomstate | System::RoomstateCluster => {
                 let mut config = format!(
                     // Large queues and limits: the bench measures speed, not protection.
-                    "bind = \"127.0.0.1:0\"\noutbound_queue = 65536\nidle_timeout_ms = 600000\nmax_connections_per_address = 1000000\noutbound_queue_bytes = 1000000000\nclient_requests_per_second = 100000000\nclient_bytes_per_second = 1000000000\n[limits]\nkeys = 100000\nstore_bytes = 1000000000\n[keys]\n{API_KEY} = \"{API_SECRET}\"\n"
+                    "bind = \"127.0.0.1:0\"\noutbound_queue = 65536\nidle_timeout_ms = 600000\nmax_connections_per_address = 1000000\noutbound_queue_bytes = 1000000000\nclient_requests_per_second = 100000000\nclient_bytes_per_second = 1000000000\naddress_requests_per_second = 0\n[limits]\nkeys = 100000\nstore_bytes = 1000000000\n[keys]\n{API_KEY} = \"{API_SECRET}\"\n"
                 );
                 let nodes = if system == System::RoomstateCluster {
                     let port = free_port();

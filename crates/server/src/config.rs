@@ -8,6 +8,8 @@ use std::time::Duration;
 use roomstate_protocol::Limits;
 use serde::Deserialize;
 
+use crate::budget::Rate;
+
 /// The API key and secret `--dev` installs. Never use them outside a laptop.
 pub const DEV_API_KEY: &str = "devkey";
 pub const DEV_API_SECRET: &str = "secret";
@@ -47,6 +49,11 @@ pub struct ServerConfig {
     pub client_requests_per_second: usize,
     /// Bytes one connection may send per second, likewise.
     pub client_bytes_per_second: usize,
+    /// Frames all the connections of one IP address may send per second together, so
+    /// that reconnecting or opening more sockets does not buy more; 0 turns it off.
+    pub address_requests_per_second: usize,
+    /// Bytes likewise; 0 turns it off.
+    pub address_bytes_per_second: usize,
     /// Where to send webhooks, if anywhere.
     pub webhook: Option<crate::webhook::WebhookConfig>,
     /// Join a cluster through Redis; without it the node holds every room in memory.
@@ -70,6 +77,8 @@ impl Default for ServerConfig {
             max_connections_per_address: 1024,
             client_requests_per_second: 200,
             client_bytes_per_second: 1024 * 1024,
+            address_requests_per_second: 1000,
+            address_bytes_per_second: 4 * 1024 * 1024,
             webhook: None,
             redis: None,
         }
@@ -98,6 +107,24 @@ impl ServerConfig {
 
     pub fn write_timeout(&self) -> Duration {
         Duration::from_millis(self.write_timeout_ms)
+    }
+
+    /// How fast one connection is read.
+    pub fn client_rate(&self) -> Rate {
+        Rate {
+            frames_per_second: self.client_requests_per_second,
+            bytes_per_second: self.client_bytes_per_second,
+        }
+    }
+
+    /// How fast the connections of one address are read together; none: unbounded.
+    pub fn address_rate(&self) -> Option<Rate> {
+        (self.address_requests_per_second > 0 && self.address_bytes_per_second > 0).then_some(
+            Rate {
+                frames_per_second: self.address_requests_per_second,
+                bytes_per_second: self.address_bytes_per_second,
+            },
+        )
     }
 
     pub fn http_timeout(&self) -> Duration {
@@ -262,6 +289,14 @@ mod tests {
         assert_eq!(
             documented.client_bytes_per_second,
             defaults.client_bytes_per_second
+        );
+        assert_eq!(
+            documented.address_requests_per_second,
+            defaults.address_requests_per_second
+        );
+        assert_eq!(
+            documented.address_bytes_per_second,
+            defaults.address_bytes_per_second
         );
         assert_eq!(
             serde_json::to_value(documented.limits).unwrap(),

@@ -11,6 +11,7 @@ use roomstate_protocol::{
 };
 use tokio::sync::{mpsc, watch};
 
+use crate::budget::{AddressBudget, InboundBudget};
 use crate::room::{Admission, Closing, Connection, NotAdmitted, QueuedBytes, Rooms};
 
 /// Frames written per flush at most, so one busy connection cannot starve the rest.
@@ -23,7 +24,14 @@ const WRITE_BATCH_BYTES: usize = 64 * 1024;
 /// workers, and the reader yields after it.
 const HEAVY_FRAME_BYTES: usize = 8 * 1024;
 
-pub async fn serve(socket: WebSocket, rooms: Arc<Rooms>, admission: Admission) {
+/// Serves one admitted WebSocket; `address` is the budget its IP address shares with
+/// its other connections (none when the per-address budget is off).
+pub async fn serve(
+    socket: WebSocket,
+    rooms: Arc<Rooms>,
+    admission: Admission,
+    address: Option<AddressBudget>,
+) {
     let (frames_tx, frames_rx) = mpsc::channel(rooms.config().outbound_queue);
     let (close_tx, close_rx) = watch::channel(None);
     let close_tx = Arc::new(close_tx);
@@ -60,10 +68,9 @@ pub async fn serve(socket: WebSocket, rooms: Arc<Rooms>, admission: Admission) {
         metrics_rooms,
         queued,
     ));
-    let idle_timeout = rooms.config().idle_timeout();
     let ended_by_client = tokio::select! {
         _ = &mut writer => false,
-        closing = read_frames(stream, &rooms, &admitted.room, &admitted.sid, epoch, &own, idle_timeout) => {
+        closing = read_frames(stream, &rooms, &admitted.room, &admitted.sid, epoch, &own, address.as_ref()) => {
             if let Some(closing) = closing {
                 // The first reason stands: a slow consumer cut by the room stays one,
                 // even if its reads then time out too.
@@ -91,13 +98,10 @@ async fn read_frames(
     sid: &str,
     epoch: u64,
     own: &Connection,
-    idle_timeout: std::time::Duration,
+    address: Option<&AddressBudget>,
 ) -> Option<Closing> {
-    let config = rooms.config();
-    let mut budget = InboundBudget::new(
-        config.client_requests_per_second,
-        config.client_bytes_per_second,
-    );
+    let idle_timeout = rooms.config().idle_timeout();
+    let mut budget = InboundBudget::new(rooms.config().client_rate());
     loop {
         let message = match tokio::time::timeout(idle_timeout, stream.next()).await {
             Err(_) => {
@@ -115,8 +119,12 @@ async fn read_frames(
         };
         rooms.metrics().messages_in.inc();
         // Past its budget a connection is simply read later: TCP pushes back on the
-        // client, and no one connection can take a worker (and the room lock) for itself.
-        budget.spend(frame_len(&message)).await;
+        // client, and no one connection (or address) can take a worker for itself.
+        let len = frame_len(&message);
+        budget.spend(len).await;
+        if let Some(address) = address {
+            address.spend(len).await;
+        }
         let text = match message {
             Message::Text(text) => text,
             Message::Binary(_) => {
@@ -172,72 +180,6 @@ fn frame_len(message: &Message) -> usize {
         Message::Text(text) => text.len(),
         Message::Binary(bytes) | Message::Ping(bytes) | Message::Pong(bytes) => bytes.len(),
         Message::Close(_) => 0,
-    }
-}
-
-/// A connection's allowance of frames and bytes per second, a token bucket of each that
-/// holds one second's worth (and at least one frame_bytes frame).
-struct InboundBudget {
-    frames: Bucket,
-    bytes: Bucket,
-    last: tokio::time::Instant,
-}
-
-struct Bucket {
-    per_second: f64,
-    capacity: f64,
-    available: f64,
-}
-
-impl Bucket {
-    fn new(per_second: usize, capacity: usize) -> Self {
-        Bucket {
-            per_second: per_second.max(1) as f64,
-            capacity: capacity.max(1) as f64,
-            available: capacity.max(1) as f64,
-        }
-    }
-
-    fn refill(&mut self, elapsed: std::time::Duration) {
-        self.available =
-            (self.available + elapsed.as_secs_f64() * self.per_second).min(self.capacity);
-    }
-
-    /// How long until `amount` is available (none: now).
-    fn wait_for(&self, amount: f64) -> Option<std::time::Duration> {
-        let missing = amount.min(self.capacity) - self.available;
-        (missing > 0.0).then(|| std::time::Duration::from_secs_f64(missing / self.per_second))
-    }
-}
-
-impl InboundBudget {
-    fn new(frames_per_second: usize, bytes_per_second: usize) -> Self {
-        InboundBudget {
-            frames: Bucket::new(frames_per_second, frames_per_second),
-            bytes: Bucket::new(bytes_per_second, bytes_per_second),
-            last: tokio::time::Instant::now(),
-        }
-    }
-
-    /// Takes one frame of `len` bytes, first waiting until the buckets hold it.
-    async fn spend(&mut self, len: usize) {
-        loop {
-            let now = tokio::time::Instant::now();
-            let elapsed = now - self.last;
-            self.last = now;
-            self.frames.refill(elapsed);
-            self.bytes.refill(elapsed);
-            let wait = self
-                .frames
-                .wait_for(1.0)
-                .max(self.bytes.wait_for(len as f64));
-            match wait {
-                None => break,
-                Some(wait) => tokio::time::sleep(wait).await,
-            }
-        }
-        self.frames.available -= 1.0;
-        self.bytes.available -= (len as f64).min(self.bytes.capacity);
     }
 }
 

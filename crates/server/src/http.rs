@@ -9,13 +9,14 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use roomstate_protocol::{
     ConnectParams, ConnectRefusal, ConnectRefusalCode, PROTOCOL_VERSION, RTC_PATH,
 };
 
 use crate::api::{self, ApiState};
 use crate::auth::Authenticator;
+use crate::budget::AddressBudget;
 use crate::connection;
 use crate::room::{Admission, ResumeRequest, Rooms};
 
@@ -94,6 +95,7 @@ async fn rtc(
     State(state): State<AppState>,
     params: Result<Query<ConnectParams>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
+    address: Option<Extension<AddressBudget>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let admission = match admit(&state, params.map(|Query(params)| params), &headers) {
@@ -122,7 +124,14 @@ async fn rtc(
         .write_buffer_size(4096)
         .max_message_size(frame_bytes)
         .max_frame_size(frame_bytes)
-        .on_upgrade(move |socket| connection::serve(socket, rooms, admission))
+        .on_upgrade(move |socket| {
+            connection::serve(
+                socket,
+                rooms,
+                admission,
+                address.map(|Extension(budget)| budget),
+            )
+        })
 }
 
 fn admit(

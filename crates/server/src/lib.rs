@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod budget;
 pub mod cli;
 pub mod cluster;
 mod command;
@@ -11,6 +12,7 @@ mod connection;
 mod http;
 mod listener;
 mod livekit;
+mod memory;
 pub mod metrics;
 mod observed;
 pub mod room;
@@ -77,6 +79,7 @@ pub async fn serve(
         rooms.listen(deliveries);
     }
     listener::raise_descriptor_limit();
+    memory::trim_periodically();
     let state = http::AppState {
         auth: Arc::new(auth::Authenticator::new(config.keys.clone())),
         rooms,

@@ -2,21 +2,27 @@
 //! must send its request headers (the WebSocket handshake included) within
 //! `http_timeout`, and one IP address may hold at most `max_connections_per_address`
 //! sockets, counted for the socket's whole life (a WebSocket's too), so strangers cannot
-//! exhaust descriptors with idle or trickling connections.
+//! exhaust descriptors with idle or trickling connections. Each address's connections
+//! share one read budget ([`AddressBudget`]), handed to the WebSocket handler with each
+//! request, and kept for a second after its last socket closes, so reconnecting does
+//! not refill it.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tower_service::Service;
+
+use crate::budget::AddressBudget;
 
 use crate::config::ServerConfig;
 
@@ -29,7 +35,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let open = Arc::new(OpenPerAddress {
         max: config.max_connections_per_address.max(1),
-        counts: Mutex::default(),
+        rate: config.address_rate(),
+        addresses: Mutex::default(),
     });
     let header_timeout = config.http_timeout();
     loop {
@@ -50,7 +57,14 @@ pub async fn serve(
         };
         // Small frames must not wait for Nagle.
         let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let budget = slot.budget.clone();
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request| {
+            if let Some(budget) = &budget {
+                request.extensions_mut().insert(budget.clone());
+            }
+            router.clone().call(request)
+        });
         tokio::spawn(async move {
             let io = TokioIo::new(Counted { tcp, _slot: slot });
             let connection = hyper::server::conn::http1::Builder::new()
@@ -65,23 +79,61 @@ pub async fn serve(
     }
 }
 
-/// Sockets open per client address.
+/// Sockets open per client address, and each address's read budget.
 struct OpenPerAddress {
     max: usize,
-    counts: Mutex<HashMap<IpAddr, usize>>,
+    rate: Option<crate::budget::Rate>,
+    addresses: Mutex<Addresses>,
 }
+
+#[derive(Default)]
+struct Addresses {
+    open: HashMap<IpAddr, Address>,
+    last_pruned: Option<Instant>,
+}
+
+struct Address {
+    sockets: usize,
+    budget: Option<AddressBudget>,
+    /// When its last socket closed, if none is open.
+    idle_since: Option<Instant>,
+}
+
+/// How long an address's budget outlives its last socket: a full refill, after which a
+/// fresh budget is the same as the old one.
+const BUDGET_KEPT: Duration = Duration::from_secs(1);
 
 impl OpenPerAddress {
     fn claim(this: &Arc<Self>, peer: SocketAddr) -> Option<Slot> {
-        let mut counts = this.counts.lock();
-        let count = counts.entry(peer.ip()).or_default();
-        if *count >= this.max {
+        let now = Instant::now();
+        let mut addresses = this.addresses.lock();
+        // Addresses idle for longer than a refill are forgotten, at most once a second:
+        // the map holds the addresses seen in about the last second, not every one ever.
+        if addresses
+            .last_pruned
+            .is_none_or(|pruned| now - pruned >= BUDGET_KEPT)
+        {
+            addresses.last_pruned = Some(now);
+            addresses.open.retain(|_, address| {
+                address
+                    .idle_since
+                    .is_none_or(|idle| now - idle < BUDGET_KEPT)
+            });
+        }
+        let address = addresses.open.entry(peer.ip()).or_insert_with(|| Address {
+            sockets: 0,
+            budget: this.rate.map(AddressBudget::new),
+            idle_since: None,
+        });
+        if address.sockets >= this.max {
             return None;
         }
-        *count += 1;
+        address.sockets += 1;
+        address.idle_since = None;
         Some(Slot {
             open: this.clone(),
             address: peer.ip(),
+            budget: address.budget.clone(),
         })
     }
 }
@@ -90,15 +142,16 @@ impl OpenPerAddress {
 struct Slot {
     open: Arc<OpenPerAddress>,
     address: IpAddr,
+    budget: Option<AddressBudget>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut counts = self.open.counts.lock();
-        if let Some(count) = counts.get_mut(&self.address) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.address);
+        let mut addresses = self.open.addresses.lock();
+        if let Some(address) = addresses.open.get_mut(&self.address) {
+            address.sockets -= 1;
+            if address.sockets == 0 {
+                address.idle_since = Some(Instant::now());
             }
         }
     }

@@ -168,9 +168,13 @@ pub type RawSocket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub async fn raw_join(server: &TestServer, identity: &str) -> RawSocket {
+    raw_join_at(&server.url(), identity).await
+}
+
+/// Joins room "r" at the node of `url` (a `ws://` URL).
+pub async fn raw_join_at(url: &str, identity: &str) -> RawSocket {
     let url = format!(
-        "{}/rtc?protocol=1&access_token={}",
-        server.url(),
+        "{url}/rtc?protocol=1&access_token={}",
         Token::new("r", identity).sign()
     );
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();

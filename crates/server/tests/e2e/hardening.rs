@@ -11,8 +11,8 @@ use roomstate_protocol::{ErrorCode, Limit, Outcome, ReplyBody, ServerMessage};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::auth_and_limits::{next, raw_join};
-use crate::harness::{Client, Heard, TestServer, Token};
+use crate::auth_and_limits::{next, raw_join, raw_join_at};
+use crate::harness::{spawn_node, Client, Heard, TestServer, Token, KEY, SECRET};
 use crate::server_api::{admin_token, post_json_to};
 
 /// Sends a request and returns its reply's outcome.
@@ -231,6 +231,86 @@ async fn one_address_holds_at_most_its_share_of_connections() {
     assert!(refused >= 1, "{metrics}");
 }
 
+/// The soft and hard "Max open files" of a process, from /proc.
+fn descriptor_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|word| word.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+/// Started under a soft limit of 64 descriptors, as a shell's default 1,024 is to a
+/// real node, the server raises it to the hard limit and serves more sockets than that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_raises_its_descriptor_limit_and_serves_past_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("roomstate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "bind = \"127.0.0.1:0\"\nmax_connections_per_address = 1000\n[keys]\n{KEY} = \"{SECRET}\"\n"
+        ),
+    )
+    .unwrap();
+    let (child, addr) = spawn_node(&config, |command| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: between fork and exec this only calls getrlimit and setrlimit, which
+        // are async-signal-safe, on a struct of its own.
+        unsafe {
+            command.pre_exec(|| {
+                let mut limit = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+                limit.rlim_cur = 64;
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    // Killed however the test ends, so a failure leaves no server behind.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = KillOnDrop(child);
+    let (soft, hard) = descriptor_limits(child.0.id());
+    assert_eq!(soft, hard, "the soft limit was raised to the hard one");
+    assert!(
+        hard >= 300,
+        "this machine's hard limit ({hard}) allows the test"
+    );
+    // 200 open sockets, then a request: more descriptors than the old limit held.
+    let held = tokio::task::spawn_blocking(move || {
+        let sockets: Vec<TcpStream> = (0..200)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        let mut probe = TcpStream::connect(addr).unwrap();
+        probe
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&read_to_close(probe)).to_string();
+        drop(sockets);
+        answer
+    })
+    .await
+    .unwrap();
+    drop(child);
+    assert!(held.starts_with("HTTP/1.1 200"), "{held}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_participant_that_stops_reading_is_cut_within_the_write_timeout() {
     // A short queue and write timeout; the grace period is short so the departure shows.
@@ -370,6 +450,49 @@ async fn a_connection_past_its_budget_is_read_later_and_still_answered() {
     assert!(
         started.elapsed() >= Duration::from_millis(1500),
         "30 frames went through in {:?}: no budget",
+        started.elapsed()
+    );
+}
+
+/// Sends `count` gets on `socket` and reads until every one is answered.
+async fn get_answered(socket: &mut crate::auth_and_limits::RawSocket, ids: std::ops::Range<u64>) {
+    let count = ids.end - ids.start;
+    for id in ids {
+        let get = json!({"type": "get", "id": id, "keys": ["k"]});
+        socket.send(Message::text(get.to_string())).await.unwrap();
+    }
+    let mut answered = 0;
+    while answered < count {
+        if let ServerMessage::Reply(_) = next(socket).await {
+            answered += 1;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnecting_does_not_refill_the_address_s_budget() {
+    // Each connection could send 1,000 frames a second, but its address only ten.
+    let server = TestServer::with_config(
+        "client_requests_per_second = 1000\naddress_requests_per_second = 10",
+    );
+    // One node: in a cluster each node keeps its own budgets.
+    let url = server.node_url(0);
+    let started = tokio::time::Instant::now();
+    let mut first = raw_join_at(&url, "mallory").await;
+    get_answered(&mut first, 1..11).await;
+    first.close(None).await.unwrap();
+    drop(first);
+    // A new connection, and a second one alongside it: the address's budget is spent.
+    let mut again = raw_join_at(&url, "mallory").await;
+    let mut alongside = raw_join_at(&url, "mallet").await;
+    let (_, _) = tokio::join!(
+        get_answered(&mut again, 11..21),
+        get_answered(&mut alongside, 1..11)
+    );
+    // 10 at once, then 20 more at 10 a second: not before about two seconds.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "30 frames from one address went through in {:?}",
         started.elapsed()
     );
 }

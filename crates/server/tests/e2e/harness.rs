@@ -45,6 +45,38 @@ pub fn suite_nodes() -> usize {
         .unwrap_or(1)
 }
 
+/// Runs `roomstate serve --config config`, as `adjust` changes the command, until it
+/// says where it listens.
+pub fn spawn_node(
+    config: &std::path::Path,
+    adjust: impl FnOnce(&mut Command),
+) -> (Child, SocketAddr) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_roomstate"));
+    command
+        .args(["serve", "--config"])
+        .arg(config)
+        // ROOMSTATE_TEST_LOG=roomstate_server=debug shows what the nodes do.
+        .env(
+            "ROOMSTATE_LOG",
+            std::env::var("ROOMSTATE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    adjust(&mut command);
+    let mut child = command.spawn().expect("start roomstate serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("roomstate listening on ws://")
+        .unwrap_or_else(|| panic!("unexpected first line from the server: {line:?}"))
+        .parse()
+        .unwrap();
+    (child, addr)
+}
+
 impl TestServer {
     pub fn start() -> Self {
         Self::with_config("")
@@ -100,28 +132,7 @@ impl TestServer {
 
     /// Starts one more node with the same config; returns its index.
     pub fn add_node(&mut self) -> usize {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_roomstate"))
-            .args(["serve", "--config"])
-            .arg(&self.config)
-            // ROOMSTATE_TEST_LOG=roomstate_server=debug shows what the nodes do.
-            .env(
-                "ROOMSTATE_LOG",
-                std::env::var("ROOMSTATE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start roomstate serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("roomstate listening on ws://")
-            .unwrap_or_else(|| panic!("unexpected first line from the server: {line:?}"))
-            .parse()
-            .unwrap();
+        let (child, addr) = spawn_node(&self.config, |_| {});
         self.nodes.push(Some(child));
         self.addrs.push(addr);
         self.addrs.len() - 1

@@ -377,3 +377,61 @@ async fn a_resume_from_before_the_log_gets_a_snapshot_of_what_it_observes() {
     assert_eq!(resumed.last_request_id, 2);
     assert!(snapshot.participants.iter().any(|p| p.identity == "bob"));
 }
+
+/// The replies kept for a resume are bounded in bytes (`reply_cache_bytes`): a resume
+/// re-sends the newest replies that fit, oldest first, and always the newest one even
+/// when it alone is larger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_re_sends_the_newest_replies_that_fit_the_reply_cache() {
+    let budget = 3000;
+    let server = TestServer::with_config(&format!("reply_cache_bytes = {budget}"));
+    let mut alice = Raw::join(&server.url(), "r", "alice").await;
+    for key in ["a", "b", "c", "d"] {
+        alice
+            .request(json!({"type": "set", "key": key, "value": "v".repeat(900)}))
+            .await;
+    }
+    // She observes nothing, so the writes send her no event: only replies are replayed.
+    let last_seq = alice.last_seq();
+    for _ in 0..5 {
+        alice.request(json!({"type": "get", "keys": ["a"]})).await;
+    }
+    let live: Vec<String> = alice
+        .received
+        .iter()
+        .filter(|received| received.reply_id.is_some())
+        .map(|received| received.text.clone())
+        .collect();
+    // The newest replies whose bytes fit the budget.
+    let mut fits = Vec::new();
+    let mut bytes = 0;
+    for reply in live.iter().rev() {
+        if !fits.is_empty() && bytes + reply.len() > budget {
+            break;
+        }
+        bytes += reply.len();
+        fits.insert(0, reply.clone());
+    }
+    assert!(
+        fits.len() > 1 && fits.len() < live.len(),
+        "the test makes the cache drop some replies and keep several: {} of {}",
+        fits.len(),
+        live.len()
+    );
+    alice.cut();
+    let replay = alice.resume(&server.url(), last_seq, 0).await;
+    assert_eq!(texts(&replay), fits);
+
+    // One reply larger than the whole budget is still kept, alone.
+    let ServerMessage::Reply(large) = alice
+        .request(json!({"type": "get", "keys": ["a", "b", "c", "d"]}))
+        .await
+    else {
+        unreachable!()
+    };
+    let large_text = alice.received.last().unwrap().text.clone();
+    assert!(large_text.len() > budget, "{} bytes", large_text.len());
+    alice.cut();
+    let replay = alice.resume(&server.url(), last_seq, 0).await;
+    assert_eq!(texts(&replay), vec![large_text], "reply {}", large.id);
+}
