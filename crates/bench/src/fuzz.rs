@@ -25,7 +25,7 @@ use crate::clients::token;
 use crate::target::{API_KEY, API_SECRET};
 
 /// Valid client frames: what the mutations start from. `{id}` is a fresh request id.
-const FRAMES: &[&str] = &[
+pub(crate) const FRAMES: &[&str] = &[
     r#"{"type":"set","id":{id},"key":"pinned","value":{"text":"hi","n":[1,2,3]}}"#,
     r#"{"type":"set","id":{id},"key":"k","value":"x","if_version":0}"#,
     r#"{"type":"delete","id":{id},"key":"pinned","if_version":3}"#,
@@ -250,7 +250,7 @@ impl Mutator {
         }
     }
 
-    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+    pub(crate) fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
         from[self.rng.random_range(0..from.len())]
     }
 }

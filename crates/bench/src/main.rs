@@ -8,6 +8,7 @@ mod floor;
 mod fuzz;
 mod hostile;
 mod lifecycle;
+mod rules_fuzz;
 mod stats;
 mod target;
 mod workloads;
@@ -114,8 +115,18 @@ fn main() {
                 report.frames, report.replies, report.rejected, report.goodbyes, report.api_calls, report.decoded,
                 started.elapsed().as_secs_f64()
             );
-            if !report.failures.is_empty() {
-                for failure in &report.failures {
+            // The rules in this process, as many frames.
+            let started = std::time::Instant::now();
+            let mut rules = fuzz::Report::default();
+            runtime.block_on(rules_fuzz::fuzz_rules(iterations, seed, &mut rules));
+            println!(
+                "room rules in process (seed {seed}): {} frames, {} decoded ({} replies, {} rejected), in {:.1} s",
+                rules.frames, rules.decoded, rules.replies, rules.rejected,
+                started.elapsed().as_secs_f64()
+            );
+            let failures: Vec<&String> = report.failures.iter().chain(&rules.failures).collect();
+            if !failures.is_empty() {
+                for failure in failures {
                     println!("FAILURE: {failure}");
                 }
                 std::process::exit(1);

@@ -12,6 +12,7 @@ mod connection;
 mod http;
 mod listener;
 mod livekit;
+mod lock;
 mod memory;
 pub mod metrics;
 mod observed;

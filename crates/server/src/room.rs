@@ -33,6 +33,8 @@ use crate::metrics::Metrics;
 use crate::observed::Observed;
 use crate::store::{validate_key, Change, Store};
 use crate::webhook::Webhooks;
+/// One frame as the room queues it for a connection's writer.
+pub use axum::extract::ws::Utf8Bytes as Frame;
 
 /// Replies kept per participant for replay on resume: more than a client may have in
 /// flight, so none it is waiting for can be missing.
@@ -252,7 +254,7 @@ impl std::ops::Deref for RoomUse {
 
 impl Drop for RoomUse {
     fn drop(&mut self) {
-        self.room.state.lock().users -= 1;
+        self.room.lock_state().users -= 1;
         self.room.release_if_unused();
     }
 }
@@ -297,7 +299,7 @@ impl Rooms {
                 })
                 .clone();
             // Rooms leave the registry under its lock, so this one is not removed.
-            room.state.lock().users += 1;
+            room.lock_state().users += 1;
             room
         };
         let room = RoomUse { room };
@@ -535,6 +537,11 @@ struct Applying {
 }
 
 impl Room {
+    /// The room's state, taken without stalling the runtime worker (crate::lock).
+    fn lock_state(&self) -> parking_lot::MutexGuard<'_, RoomState> {
+        crate::lock::lock_without_stalling(&self.state)
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -575,13 +582,13 @@ impl Room {
     /// Stops waiting on the entry `ticket`: whoever waited gave up. (A join applied
     /// later finds no connection, and its participant departs after the grace period.)
     fn forget(self: &Arc<Self>, ticket: u64) {
-        self.state.lock().pending.remove(&ticket);
+        self.lock_state().pending.remove(&ticket);
         self.release_if_unused();
     }
 
     /// A single node's log: the entry is next, by this lock.
     fn apply_here(self: &Arc<Self>, entry: LogEntry, pending: Option<Pending>) {
-        let mut state = self.state.lock();
+        let mut state = self.lock_state();
         if state.removed {
             // A stale handle (a connection whose participant is gone): nobody here is in
             // this room any more.
@@ -606,7 +613,7 @@ impl Room {
     ) -> Result<(), Unavailable> {
         let ticket = entry.ticket;
         {
-            let mut state = self.state.lock();
+            let mut state = self.lock_state();
             if state.removed {
                 return Ok(());
             }
@@ -620,7 +627,7 @@ impl Room {
                 Ok(())
             }
             Err(unavailable) => {
-                self.state.lock().pending.remove(&ticket);
+                self.lock_state().pending.remove(&ticket);
                 self.release_if_unused();
                 Err(unavailable)
             }
@@ -630,7 +637,7 @@ impl Room {
     /// Applies an entry of the cluster's log if it is the next one; a gap means
     /// entries were missed, and the room catches up from the log first.
     fn offer(self: &Arc<Self>, position: Position, entry: LogEntry) {
-        let mut state = self.state.lock();
+        let mut state = self.lock_state();
         if state.loaded && position.renumbered_since(&state.applied) && !state.log_reset {
             tracing::error!(room = %self.name, "Redis lost this room's log (restarted without persistence?); starting over from what it has");
             state.log_reset = true;
@@ -649,7 +656,7 @@ impl Room {
                 tokio::spawn(async move {
                     tokio::time::sleep(GAP_WAIT).await;
                     let stuck = {
-                        let mut state = room.state.lock();
+                        let mut state = room.lock_state();
                         state.gap_check = false;
                         !state.ahead.is_empty()
                     };
@@ -723,21 +730,21 @@ impl Room {
     /// of its log this node has not applied yet.
     async fn sync(self: &Arc<Self>, cluster: &Cluster) -> Result<(), Unavailable> {
         let _one_at_a_time = self.syncing.lock().await;
-        if !self.state.lock().loaded {
+        if !self.lock_state().loaded {
             // Subscribed first: whatever is appended after the snapshot is read either
             // from the log below or from the subscription.
             cluster.subscribe(&self.name).await?;
             let snapshot = cluster.load_snapshot(&self.name).await?;
-            let mut state = self.state.lock();
+            let mut state = self.lock_state();
             self.install(&mut state, snapshot, false);
         }
-        if self.state.lock().log_reset {
+        if self.lock_state().log_reset {
             let snapshot = cluster.load_snapshot(&self.name).await?;
-            let mut state = self.state.lock();
+            let mut state = self.lock_state();
             self.install(&mut state, snapshot, true);
         }
         loop {
-            let after = self.state.lock().applied.clone();
+            let after = self.lock_state().applied.clone();
             let batch = cluster
                 .read_after(&self.name, &after, CATCH_UP_BATCH)
                 .await?;
@@ -749,13 +756,13 @@ impl Room {
                 // Trimmed past this copy, or lost by Redis: start again from the
                 // snapshot Redis has.
                 let snapshot = cluster.load_snapshot(&self.name).await?;
-                let mut state = self.state.lock();
+                let mut state = self.lock_state();
                 self.install(&mut state, snapshot, reset);
                 continue;
             }
             let full = batch.len() == CATCH_UP_BATCH;
             {
-                let mut state = self.state.lock();
+                let mut state = self.lock_state();
                 for (position, entry) in batch {
                     if position.n == state.applied.n + 1 {
                         self.apply_logged(&mut state, position, entry);
@@ -833,7 +840,7 @@ impl Room {
             return;
         };
         let mut rooms = registry.lock();
-        let mut state = self.state.lock();
+        let mut state = self.lock_state();
         let needed = state.removed
             || state.users > 0
             || !state.pending.is_empty()
@@ -1229,7 +1236,7 @@ impl Room {
         };
         let stale = read.and_then(|keys| {
             let keys = requested_keys(&keys, self.limits()).ok()?;
-            let state = self.state.lock();
+            let state = self.lock_state();
             state.session.as_ref().map(|session| session.entries(&keys))
         });
         let reply = match stale {
@@ -1564,7 +1571,7 @@ impl Room {
             tokio::time::sleep(grace).await;
             loop {
                 let still_gone = {
-                    let state = room.state.lock();
+                    let state = room.lock_state();
                     state.session.as_ref().is_some_and(|session| {
                         session.participants.get(&sid).is_some_and(|participant| {
                             participant.epoch == epoch
@@ -1590,7 +1597,7 @@ impl Room {
 
     /// Called when connection `epoch` of `sid` ended.
     pub fn connection_closed(self: &Arc<Self>, sid: &str, epoch: u64) {
-        let mut state = self.state.lock();
+        let mut state = self.lock_state();
         let Some(session) = state.session.as_mut() else {
             return;
         };
@@ -1992,11 +1999,11 @@ impl Rooms {
         let (found, stale, _in_use) = match self.open(room).await {
             Ok(opened) => (opened.room.clone(), false, Some(opened)),
             Err(unavailable) => match self.rooms.lock().get(room) {
-                Some(found) if found.state.lock().loaded => (found.clone(), true, None),
+                Some(found) if found.lock_state().loaded => (found.clone(), true, None),
                 _ => return Err(unavailable.into()),
             },
         };
-        let state = found.state.lock();
+        let state = found.lock_state();
         let session = state
             .session
             .as_ref()
@@ -2007,7 +2014,7 @@ impl Rooms {
     /// Appends a server API change to `room`'s log and waits for its outcome.
     async fn change(&self, room: &str, command: Command) -> Result<AdminOutcome, AdminError> {
         let found = self.open(room).await?;
-        if found.state.lock().session.is_none() {
+        if found.lock_state().session.is_none() {
             return Err(AdminError::NoSuchRoom(room.to_string()));
         }
         let (answer, outcome) = oneshot::channel();
