@@ -550,6 +550,15 @@ pub async fn run(roomstate_bin: &std::path::Path, iterations: u64, seed: u64) ->
     report
 }
 
+/// The seed the tests' runs use: ROOMSTATE_FUZZ_SEED, 1 by default.
+#[cfg(test)]
+pub(crate) fn seed_for_tests() -> u64 {
+    std::env::var("ROOMSTATE_FUZZ_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,10 +567,7 @@ mod tests {
     /// of frames (ROOMSTATE_FUZZ_ITERATIONS, 2000 by default), against the debug build.
     #[test]
     fn a_short_seeded_fuzz_run_finds_nothing() {
-        let seed = std::env::var("ROOMSTATE_FUZZ_SEED")
-            .ok()
-            .and_then(|seed| seed.parse().ok())
-            .unwrap_or(1);
+        let seed = seed_for_tests();
         let iterations = std::env::var("ROOMSTATE_FUZZ_ITERATIONS")
             .ok()
             .and_then(|n| n.parse().ok())

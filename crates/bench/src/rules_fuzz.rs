@@ -323,10 +323,7 @@ mod tests {
     /// In-process, so CI runs many more frames than against a server process.
     #[test]
     fn a_seeded_run_of_the_rules_finds_nothing() {
-        let seed = std::env::var("ROOMSTATE_FUZZ_SEED")
-            .ok()
-            .and_then(|seed| seed.parse().ok())
-            .unwrap_or(1);
+        let seed = crate::fuzz::seed_for_tests();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
