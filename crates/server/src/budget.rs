@@ -86,9 +86,7 @@ impl InboundBudget {
 
     /// Takes one frame of `len` bytes, first waiting until the buckets hold it.
     pub async fn spend(&mut self, len: usize) {
-        while let Err(wait) = self.try_take(len) {
-            tokio::time::sleep(wait).await;
-        }
+        take_when_available(|| self.try_take(len)).await
     }
 }
 
@@ -104,14 +102,15 @@ impl AddressBudget {
     /// As [`InboundBudget::spend`]; connections of the address that wait take turns in
     /// the order their waits end.
     pub async fn spend(&self, len: usize) {
-        loop {
-            // The lock is held for the arithmetic only, never across the sleep.
-            let taken = self.0.lock().try_take(len);
-            match taken {
-                Ok(()) => return,
-                Err(wait) => tokio::time::sleep(wait).await,
-            }
-        }
+        // The lock is held for the arithmetic only, never across the sleep.
+        take_when_available(|| self.0.lock().try_take(len)).await
+    }
+}
+
+/// Retries `try_take` after each wait it asks for, until it takes.
+async fn take_when_available(mut try_take: impl FnMut() -> Result<(), Duration>) {
+    while let Err(wait) = try_take() {
+        tokio::time::sleep(wait).await;
     }
 }
 

@@ -68,10 +68,10 @@ mod tests {
                     *lock_without_stalling(&room) += 1;
                 }
             });
-            // This thread is not the worker: it may block until the waiter is on the
-            // worker and, a moment later, waiting on the lock.
+            // This thread is not the worker: it may block until the waiter runs on the
+            // worker, which then goes straight to the lock and cannot run `other` before
+            // the waiter gets it, unless the worker was handed over.
             locking_rx.recv().unwrap();
-            std::thread::sleep(Duration::from_millis(50));
             let other = tokio::spawn({
                 let released = released.clone();
                 async move { !released.load(Ordering::SeqCst) }

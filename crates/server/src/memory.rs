@@ -6,7 +6,10 @@
 
 use std::time::Duration;
 
-/// How often the node trims: cheap when there is little to give back.
+/// How often the node trims: cheap when there is little to give back. Unconditional on
+/// purpose: memory is freed long after the traffic that used it (a slow reader cut after
+/// the write timeout, a participant's replies dropped after the reconnect grace), so a
+/// trim only after traffic kept 130 MiB of a hostile run's 173 MiB peak instead of 58.
 const TRIM_EVERY: Duration = Duration::from_secs(5);
 
 /// Trims the allocator's arenas every [`TRIM_EVERY`], on a blocking thread (a trim of a

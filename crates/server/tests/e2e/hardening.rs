@@ -485,7 +485,7 @@ async fn reconnecting_does_not_refill_the_address_s_budget() {
     // A new connection, and a second one alongside it: the address's budget is spent.
     let mut again = raw_join_at(&url, "mallory").await;
     let mut alongside = raw_join_at(&url, "mallet").await;
-    let (_, _) = tokio::join!(
+    tokio::join!(
         get_answered(&mut again, 11..21),
         get_answered(&mut alongside, 1..11)
     );

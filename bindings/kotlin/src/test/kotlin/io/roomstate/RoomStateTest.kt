@@ -157,19 +157,22 @@ class RoomStateTest {
         // The Flow's producer starts on `flowThread`, held until the collector was cancelled
         // and the room left: the order the README's sample met by chance in CI.
         val flowThread = Executors.newSingleThreadExecutor()
-        val release = CountDownLatch(1)
-        flowThread.execute { release.await() }
-        val collecting = async(flowThread.asCoroutineDispatcher() + SupervisorJob(), CoroutineStart.UNDISPATCHED) {
-            alice.sessionStore().changes("k").collect {}
+        try {
+            val release = CountDownLatch(1)
+            flowThread.execute { release.await() }
+            val collecting = async(flowThread.asCoroutineDispatcher() + SupervisorJob(), CoroutineStart.UNDISPATCHED) {
+                alice.sessionStore().changes("k").collect {}
+            }
+            collecting.cancel()
+            alice.disconnect()
+            release.countDown()
+            val outcome = runCatching { collecting.await() }.exceptionOrNull()
+            assertTrue(outcome is CancellationException, "ended with $outcome")
+            // Collected for real after the end, the Flow says why it has nothing to give.
+            assertThrows<RoomException.NotConnected> { runBlocking { alice.sessionStore().changes("k").collect {} } }
+        } finally {
+            flowThread.shutdown()
         }
-        collecting.cancel()
-        alice.disconnect()
-        release.countDown()
-        val outcome = runCatching { collecting.await() }.exceptionOrNull()
-        assertTrue(outcome is CancellationException, "ended with $outcome")
-        // Collected for real after the end, the Flow says why it has nothing to give.
-        assertThrows<RoomException.NotConnected> { runBlocking { alice.sessionStore().changes("k").collect {} } }
-        flowThread.shutdown()
     }
 
     @Test
