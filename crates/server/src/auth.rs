@@ -150,7 +150,7 @@ impl Authenticator {
             )));
         }
         let mut shown = roomstate_protocol::ParticipantInfo::default();
-        crate::room::apply_participant_update(
+        crate::rules::apply_participant_update(
             &mut shown,
             Some(claims.attributes.clone().into_iter().collect()),
             Some(claims.metadata.clone()),

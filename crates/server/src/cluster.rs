@@ -19,7 +19,7 @@ use redis::AsyncCommands;
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::command::{Command, LogEntry};
+use crate::rules::command::{Command, LogEntry};
 
 /// How to reach the cluster's Redis, and how quickly to give up on it and on dead nodes.
 #[derive(Debug, Clone, Deserialize)]
@@ -366,7 +366,7 @@ impl Cluster {
             redis::pipe()
                 .cmd("SET")
                 .arg(self.node_key(&self.node_id))
-                .arg(crate::room::now_millis())
+                .arg(crate::clock::now_millis())
                 .arg("PX")
                 .arg(self.config.node_timeout_ms)
                 .ignore()
@@ -408,8 +408,8 @@ impl Cluster {
             for room in &rooms {
                 let gone = LogEntry {
                     origin: self.node_id.as_str().into(),
-                    ticket: crate::command::next_ticket(),
-                    at: crate::room::now_millis(),
+                    ticket: crate::rules::command::next_ticket(),
+                    at: crate::clock::now_millis(),
                     command: Command::NodeGone { node: node.clone() },
                 };
                 // On failure the claim expires and a later round (here or elsewhere)

@@ -4,7 +4,7 @@
 use livekit_protocol as lk;
 use roomstate_protocol::ParticipantInfo;
 
-use crate::room::RoomSummary;
+use crate::rules::session::RoomSummary;
 
 pub fn room(name: &str, summary: &RoomSummary) -> lk::Room {
     lk::Room {

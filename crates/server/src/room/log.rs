@@ -1,0 +1,346 @@
+//! The order of a room's entries. On one node it is the order in which the room's lock
+//! is taken; in a cluster it is the room's Redis stream, which every node holding the
+//! room reads (by subscription, or by catching up after a gap) and applies in order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use roomstate_protocol::{
+    ClientMessage, CloseReason, ErrorBody, ErrorCode, Outcome, Reply, ReplyBody, ServerMessage,
+};
+
+use super::{Connection, Pending, Room, RoomState};
+use crate::clock::now_millis;
+use crate::cluster::{Cluster, Position, Unavailable};
+use crate::rules::command::{Command, LogEntry};
+use crate::rules::{self, requested_keys};
+
+/// In a cluster, the node that appends every this-many-th entry of a room saves a
+/// snapshot of the room and trims the log before it.
+const SNAPSHOT_EVERY: u64 = 256;
+
+/// Log entries read per request while catching up.
+const CATCH_UP_BATCH: usize = 512;
+
+/// How long an entry that skipped ahead waits for the ones before it to arrive by
+/// subscription, before the room reads them from the log.
+const GAP_WAIT: Duration = Duration::from_millis(25);
+
+impl Room {
+    /// Appends `command` to the room's log; it is applied before this returns on a
+    /// single node, and when it comes back from the log in a cluster. Fails only in a
+    /// cluster, when Redis did not store the entry.
+    /// Returns the entry's ticket, under which `pending` waits.
+    pub(super) async fn submit(
+        self: &Arc<Self>,
+        command: Command,
+        pending: Option<Pending>,
+    ) -> Result<u64, Unavailable> {
+        let ticket = crate::rules::command::next_ticket();
+        let entry = LogEntry {
+            origin: self.node.id.clone(),
+            ticket,
+            at: now_millis(),
+            command,
+        };
+        match &self.node.cluster {
+            None => self.apply_here(entry, pending),
+            // Boxed: every connection's futures would otherwise carry the size of the
+            // Redis calls, on a single node too.
+            Some(cluster) => Box::pin(self.append(cluster, entry, pending)).await?,
+        }
+        Ok(ticket)
+    }
+
+    /// Stops waiting on the entry `ticket`: whoever waited gave up. (A join applied
+    /// later finds no connection, and its participant departs after the grace period.)
+    pub(super) fn forget(self: &Arc<Self>, ticket: u64) {
+        self.lock_state().pending.remove(&ticket);
+        self.release_if_unused();
+    }
+
+    /// A single node's log: the entry is next, by this lock.
+    fn apply_here(self: &Arc<Self>, entry: LogEntry, pending: Option<Pending>) {
+        let mut state = self.lock_state();
+        if state.removed {
+            // A stale handle (a connection whose participant is gone): nobody here is in
+            // this room any more.
+            return;
+        }
+        if let Some(pending) = pending {
+            state.pending.insert(entry.ticket, pending);
+        }
+        state.applied = Position {
+            n: state.applied.n + 1,
+            id: String::new(),
+        };
+        self.apply(&mut state, entry);
+        self.finish(state);
+    }
+
+    async fn append(
+        self: &Arc<Self>,
+        cluster: &Cluster,
+        entry: LogEntry,
+        pending: Option<Pending>,
+    ) -> Result<(), Unavailable> {
+        let ticket = entry.ticket;
+        {
+            let mut state = self.lock_state();
+            if state.removed {
+                return Ok(());
+            }
+            if let Some(pending) = pending {
+                state.pending.insert(ticket, pending);
+            }
+        }
+        match cluster.append(&self.name, &entry).await {
+            Ok(position) => {
+                self.offer(position, entry);
+                Ok(())
+            }
+            Err(unavailable) => {
+                self.lock_state().pending.remove(&ticket);
+                self.release_if_unused();
+                Err(unavailable)
+            }
+        }
+    }
+
+    /// Applies an entry of the cluster's log if it is the next one; a gap means
+    /// entries were missed, and the room catches up from the log first.
+    pub(super) fn offer(self: &Arc<Self>, position: Position, entry: LogEntry) {
+        let mut state = self.lock_state();
+        if state.loaded && position.renumbered_since(&state.applied) && !state.log_reset {
+            tracing::error!(room = %self.name, "Redis lost this room's log (restarted without persistence?); starting over from what it has");
+            state.log_reset = true;
+            drop(state);
+            self.spawn_sync();
+            return;
+        }
+        if !state.loaded || position.n <= state.applied.n {
+            return; // Not loaded yet (loading reads it), or already applied.
+        }
+        if position.n > state.applied.n + 1 {
+            state.ahead.insert(position.n, (position, entry));
+            if !state.gap_check {
+                state.gap_check = true;
+                let room = Arc::clone(self);
+                tokio::spawn(async move {
+                    tokio::time::sleep(GAP_WAIT).await;
+                    let stuck = {
+                        let mut state = room.lock_state();
+                        state.gap_check = false;
+                        !state.ahead.is_empty()
+                    };
+                    if stuck {
+                        room.spawn_sync();
+                    }
+                });
+            }
+            return;
+        }
+        self.apply_logged(&mut state, position, entry);
+        self.apply_ahead(&mut state);
+        self.finish(state);
+    }
+
+    /// Releases the room's lock, then forgets the room if what was applied may have
+    /// left this node with no use for it.
+    fn finish(self: &Arc<Self>, mut state: parking_lot::MutexGuard<'_, RoomState>) {
+        let check = std::mem::take(&mut state.release_check);
+        drop(state);
+        if check {
+            self.release_if_unused();
+        }
+    }
+
+    /// Applies the entries that waited for a gap that is now filled.
+    fn apply_ahead(self: &Arc<Self>, state: &mut RoomState) {
+        while let Some(entry) = state.ahead.first_entry() {
+            let n = *entry.key();
+            if n > state.applied.n + 1 {
+                break;
+            }
+            let (position, entry) = entry.remove();
+            if n == state.applied.n + 1 {
+                self.apply_logged(state, position, entry);
+            }
+        }
+    }
+
+    fn apply_logged(self: &Arc<Self>, state: &mut RoomState, position: Position, entry: LogEntry) {
+        let n = position.n;
+        // Whoever appended it saves the snapshot; any copy would save the same one.
+        let snapshot_due = entry.origin == self.node.id && n % SNAPSHOT_EVERY == 0;
+        state.applied = position;
+        let ended = self.apply(state, entry);
+        if let Some(cluster) = &self.node.cluster {
+            // After a session ends its log is worth nothing: a snapshot lets Redis drop it.
+            if snapshot_due || ended {
+                let snapshot = state.replica.snapshot();
+                cluster.save_snapshot(&self.name, state.applied.clone(), snapshot);
+            }
+        }
+    }
+
+    pub(crate) fn spawn_sync(self: &Arc<Self>) {
+        let Some(cluster) = self.node.cluster.clone() else {
+            return;
+        };
+        let room = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(Unavailable(problem)) = room.sync(&cluster).await {
+                tracing::warn!(room = %room.name, %problem, "cannot catch up with the room's log; will retry when Redis is back");
+            }
+        });
+    }
+
+    /// Loads the room from the cluster if it is not loaded, then applies every entry
+    /// of its log this node has not applied yet.
+    pub(super) async fn sync(self: &Arc<Self>, cluster: &Cluster) -> Result<(), Unavailable> {
+        let _one_at_a_time = self.syncing.lock().await;
+        if !self.lock_state().loaded {
+            // Subscribed first: whatever is appended after the snapshot is read either
+            // from the log below or from the subscription.
+            cluster.subscribe(&self.name).await?;
+            let snapshot = cluster.load_snapshot(&self.name).await?;
+            let mut state = self.lock_state();
+            self.install(&mut state, snapshot, false);
+        }
+        if self.lock_state().log_reset {
+            let snapshot = cluster.load_snapshot(&self.name).await?;
+            let mut state = self.lock_state();
+            self.install(&mut state, snapshot, true);
+        }
+        loop {
+            let after = self.lock_state().applied.clone();
+            let batch = cluster
+                .read_after(&self.name, &after, CATCH_UP_BATCH)
+                .await?;
+            let Some((first, _)) = batch.first() else {
+                break;
+            };
+            let reset = first.renumbered_since(&after);
+            if reset || first.n > after.n + 1 {
+                // Trimmed past this copy, or lost by Redis: start again from the
+                // snapshot Redis has.
+                let snapshot = cluster.load_snapshot(&self.name).await?;
+                let mut state = self.lock_state();
+                self.install(&mut state, snapshot, reset);
+                continue;
+            }
+            let full = batch.len() == CATCH_UP_BATCH;
+            {
+                let mut state = self.lock_state();
+                for (position, entry) in batch {
+                    if position.n == state.applied.n + 1 {
+                        self.apply_logged(&mut state, position, entry);
+                    }
+                }
+                self.apply_ahead(&mut state);
+            }
+            if !full {
+                break;
+            }
+        }
+        self.release_if_unused();
+        Ok(())
+    }
+
+    /// Replaces this copy with a snapshot. Local connections missed what happened in
+    /// between, so they are closed, to resume.
+    /// `over`: replace the copy even if the snapshot is older (Redis lost the log).
+    fn install(
+        self: &Arc<Self>,
+        state: &mut RoomState,
+        snapshot: Option<(Position, String)>,
+        over: bool,
+    ) {
+        let position = snapshot
+            .as_ref()
+            .map_or_else(Position::default, |(position, _)| position.clone());
+        if state.loaded && position.n <= state.applied.n && !over {
+            return;
+        }
+        state.log_reset = false;
+        state.ahead.clear();
+        if state.replica.session().is_some() {
+            self.node.metrics.rooms.dec();
+        }
+        state.connections.close_all(
+            CloseReason::Unavailable,
+            "this node fell behind the room's history; resume to catch up",
+        );
+        let text = snapshot.as_ref().map(|(_, text)| text.as_str());
+        if let Err(error) = state.replica.restore(text) {
+            tracing::error!(room = %self.name, %error, "unreadable snapshot; starting the room over");
+            state.replica.clear();
+        }
+        state.applied = position;
+        state.loaded = true;
+        let Some(session) = state.replica.session() else {
+            return;
+        };
+        self.node.metrics.rooms.inc();
+        // Participants of this node wait to resume; if they do not, they depart.
+        for (sid, epoch) in session.connected_through(&self.node.id) {
+            self.start_grace(sid, epoch);
+        }
+    }
+
+    /// Hands one message from participant `sid`'s connection `epoch` to the room.
+    pub async fn handle(
+        self: &Arc<Self>,
+        sid: &str,
+        epoch: u64,
+        message: ClientMessage,
+        connection: &Connection,
+    ) {
+        let id = message.request_id();
+        // Kept to answer from this node's copy if Redis cannot be reached.
+        let read = match (&message, &self.node.cluster) {
+            (ClientMessage::Get { keys, .. }, Some(_)) => Some(keys.clone()),
+            _ => None,
+        };
+        let command = Command::Client {
+            sid: sid.to_string(),
+            epoch,
+            message,
+        };
+        let Err(Unavailable(problem)) = self.submit(command, None).await.map(drop) else {
+            return;
+        };
+        let Some(id) = id else {
+            return; // `leave`: the connection closes anyway, and the participant departs.
+        };
+        let stale = read.and_then(|keys| {
+            let keys = requested_keys(&keys, &self.config().limits).ok()?;
+            let state = self.lock_state();
+            state
+                .replica
+                .session()
+                .map(|session| session.entries(&keys))
+        });
+        let reply = match stale {
+            Some(entries) => Reply {
+                id,
+                outcome: Outcome::Ok(ReplyBody::Entries(entries)),
+                stale: true,
+            },
+            None => Reply {
+                id,
+                outcome: Outcome::Error(ErrorBody::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "the room's shared state cannot be reached, nothing was changed: {problem}"
+                    ),
+                )),
+                stale: false,
+            },
+        };
+        self.node.metrics.error(ErrorCode::Unavailable.as_str());
+        // A reply the client may wait for: worth a slow consumer's queue slot.
+        let _ = connection.send(&rules::frame(&ServerMessage::Reply(reply)));
+    }
+}

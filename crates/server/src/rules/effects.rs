@@ -1,0 +1,116 @@
+//! What applying an entry asks of the node that applied it: the rules decide, the room
+//! around them (`crate::room`) carries it out.
+
+use roomstate_protocol::{CloseReason, Entry, ErrorBody, ErrorCode, ParticipantInfo};
+use serde::{Deserialize, Serialize};
+
+use super::session::RoomSummary;
+
+/// One frame's text, shared (not copied) by every queue it goes to.
+pub type Frame = axum::extract::ws::Utf8Bytes;
+
+/// Effects in the order they must be carried out: a connection closed before an event
+/// does not get that event, as the participant it belonged to had left.
+pub type Effects = Vec<Effect>;
+
+#[derive(Debug)]
+pub enum Effect {
+    /// A session event (it has a sequence number and is kept for replay): queue it to
+    /// the connections of its audience held by this node.
+    Event {
+        audience: Audience,
+        frame: Frame,
+    },
+    /// Queue a frame (a reply, a rejection) to participant `sid`'s connection, if this
+    /// node holds it.
+    Send {
+        sid: String,
+        frame: Frame,
+    },
+    /// Close participant `sid`'s connection, if this node holds it.
+    Close {
+        sid: String,
+        reason: CloseReason,
+        message: &'static str,
+    },
+    /// Entry `ticket` admitted participant `sid` as `epoch`: its connection, if it waits
+    /// on this node, takes `sid` over and writes `frames` first. Nobody waiting: the
+    /// participant gets the reconnect grace period to show up.
+    Admitted {
+        ticket: u64,
+        sid: String,
+        epoch: u64,
+        frames: Vec<Frame>,
+    },
+    /// Entry `ticket` did not admit its connection.
+    Refused {
+        ticket: u64,
+        reason: CloseReason,
+        message: &'static str,
+    },
+    /// The outcome of the server API call that appended entry `ticket`.
+    Answer {
+        ticket: u64,
+        outcome: Result<AdminOutcome, AdminError>,
+    },
+    /// A LiveKit-style webhook.
+    Webhook {
+        event: &'static str,
+        room: RoomSummary,
+        participant: Option<ParticipantInfo>,
+    },
+    /// The room has a session now (or no longer has one): list it in (or drop it from)
+    /// the cluster's index of rooms.
+    Listed(bool),
+    Count(Counter),
+}
+
+/// Counters the appending node bumps, once per entry.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Counter {
+    StoreWrite,
+    SessionStarted,
+    SessionEnded,
+    /// A request refused, by error code.
+    Error(ErrorCode),
+}
+
+/// Who hears about an event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Audience {
+    Everyone,
+    AllBut(String),
+    Only(String),
+    /// The participants observing this key.
+    Observers(String),
+}
+
+impl Audience {
+    /// Whether participant `sid`, observing what `observes` says, hears the event.
+    pub fn includes(&self, sid: &str, observes: impl FnOnce(&str) -> bool) -> bool {
+        match self {
+            Audience::Everyone => true,
+            Audience::AllBut(excluded) => excluded != sid,
+            Audience::Only(only) => only == sid,
+            Audience::Observers(key) => observes(key),
+        }
+    }
+}
+
+/// What a server API change did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AdminOutcome {
+    Participant(ParticipantInfo),
+    Removed,
+    Room(RoomSummary),
+    Entry(Entry),
+}
+
+/// Why a server API operation could not be done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AdminError {
+    NoSuchRoom(String),
+    NoSuchParticipant(String),
+    Refused(ErrorBody),
+    Unavailable(String),
+}
