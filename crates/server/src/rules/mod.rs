@@ -329,10 +329,12 @@ impl Applying<'_> {
         let Some(session) = slot.as_mut() else {
             return;
         };
-        let gone: Vec<String> = session
+        let mut gone: Vec<String> = session
             .connected_through(node)
             .map(|(sid, _)| sid.to_string())
             .collect();
+        // In one order on every replica: each departure takes the next sequence number.
+        gone.sort_unstable();
         if !gone.is_empty() {
             tracing::info!(room = %self.room, %node, participants = gone.len(), "removing the participants of a node that stopped");
         }
