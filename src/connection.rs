@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::error::RoomError;
-use crate::room::{SessionStore, Shared};
+use crate::shared::Shared;
 use crate::types::{ConnectionState, DisconnectReason};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -34,9 +34,6 @@ enum Ended {
 /// Runs until the room is left. `joined` hears how the first join went; if it failed,
 /// the task ends without retrying.
 pub(crate) async fn run(shared: Arc<Shared>, joined: oneshot::Sender<Result<(), RoomError>>) {
-    let store = SessionStore {
-        shared: Arc::clone(&shared),
-    };
     let mut joined = Some(joined);
     if let Err(message) = shared.options.check() {
         fail_first(&mut joined, RoomError::InvalidRequest { message });
@@ -82,7 +79,6 @@ pub(crate) async fn run(shared: Arc<Shared>, joined: oneshot::Sender<Result<(), 
                 failures = 0;
                 let ended = session(
                     &shared,
-                    &store,
                     socket,
                     &mut joined,
                     &mut backoff,
@@ -94,8 +90,9 @@ pub(crate) async fn run(shared: Arc<Shared>, joined: oneshot::Sender<Result<(), 
                     Ended::Lost(problem) => problem,
                     Ended::Dropped => {
                         log::info!("roomstate reconnecting now, as the app asked");
-                        let mut state = shared.state.lock();
-                        state.set_connection(ConnectionState::Reconnecting, &shared.notify(&store));
+                        shared.update(|state, heard| {
+                            state.set_connection(ConnectionState::Reconnecting, heard)
+                        });
                         continue;
                     }
                 }
@@ -128,10 +125,7 @@ pub(crate) async fn run(shared: Arc<Shared>, joined: oneshot::Sender<Result<(), 
             return;
         }
         log::info!("roomstate connection lost ({problem}); reconnecting");
-        {
-            let mut state = shared.state.lock();
-            state.set_connection(ConnectionState::Reconnecting, &shared.notify(&store));
-        }
+        shared.update(|state, heard| state.set_connection(ConnectionState::Reconnecting, heard));
         if reconnect_now.has_changed().unwrap_or(false) {
             // Asked while connected or connecting: no wait at all.
             reconnect_now.borrow_and_update();
@@ -147,19 +141,17 @@ pub(crate) async fn run(shared: Arc<Shared>, joined: oneshot::Sender<Result<(), 
             _ = until_closing(&mut closing) => break DisconnectReason::ClientRequested,
         }
     };
-    let mut state = shared.state.lock();
-    for pending in state.outbox.drain_all() {
-        pending.fail(RoomError::NotConnected {
-            message: format!("the room disconnected ({reason:?})"),
-        });
-    }
-    state.set_connection(
-        ConnectionState::Disconnected {
+    shared.update(|state, heard| {
+        for pending in state.outbox.drain_all() {
+            pending.fail(RoomError::NotConnected {
+                message: format!("the room disconnected ({reason:?})"),
+            });
+        }
+        let disconnected = ConnectionState::Disconnected {
             reason: reason.clone(),
-        },
-        &shared.notify(&store),
-    );
-    drop(state);
+        };
+        state.set_connection(disconnected, heard);
+    });
     shared.finish(reason);
 }
 
@@ -179,7 +171,6 @@ fn fail_first(joined: &mut Option<oneshot::Sender<Result<(), RoomError>>>, error
 /// One connection, from handshake to its end.
 async fn session(
     shared: &Arc<Shared>,
-    store: &SessionStore,
     socket: Socket,
     joined: &mut Option<oneshot::Sender<Result<(), RoomError>>>,
     backoff: &mut Backoff,
@@ -197,16 +188,17 @@ async fn session(
     // Marked before `Connected` is announced, so that one made after the app heard it
     // counts.
     reconnect_now.borrow_and_update();
-    {
-        let mut state = shared.state.lock();
-        let notify = shared.notify(store);
-        match first {
-            ServerMessage::Joined(info) => state.on_joined(info, &notify),
-            ServerMessage::Resumed(info) => state.on_resumed(info, &notify),
-            ServerMessage::Goodbye { reason, message } => return goodbye(reason, message),
-            other => return Ended::Lost(format!("expected joined or resumed, got {other:?}")),
-        }
-        state.set_connection(ConnectionState::Connected, &notify);
+    match first {
+        ServerMessage::Joined(info) => shared.update(|state, heard| {
+            state.on_joined(info, heard);
+            state.set_connection(ConnectionState::Connected, heard);
+        }),
+        ServerMessage::Resumed(info) => shared.update(|state, heard| {
+            state.on_resumed(info, heard);
+            state.set_connection(ConnectionState::Connected, heard);
+        }),
+        ServerMessage::Goodbye { reason, message } => return goodbye(reason, message),
+        other => return Ended::Lost(format!("expected joined or resumed, got {other:?}")),
     }
     if let Some(joined) = joined.take() {
         let _ = joined.send(Ok(()));
@@ -247,8 +239,7 @@ async fn session(
                     Ok(None) => {}
                     Ok(Some(ServerMessage::Goodbye { reason, message })) => return goodbye(reason, message),
                     Ok(Some(message)) => {
-                        let mut state = shared.state.lock();
-                        state.on_message(message, &shared.notify(store));
+                        shared.update(|state, heard| state.on_message(message, heard));
                     }
                     Err(ended) => return ended,
                 }

@@ -28,6 +28,7 @@ pub mod ffi;
 mod listener;
 mod outbox;
 mod room;
+mod shared;
 mod state;
 mod types;
 

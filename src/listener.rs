@@ -2,7 +2,7 @@
 //! room's one dispatch thread, in the order the changes happened, and never while the
 //! engine holds a lock: a listener may call back into the engine.
 
-use crate::room::SessionStore;
+use crate::shared::SessionStore;
 use crate::types::{ConnectionState, Participant, StoreEntry};
 
 pub trait RoomListener: Send + Sync {

@@ -15,122 +15,13 @@ use crate::connection;
 use crate::dispatch::{Dispatcher, ListenerSlot};
 use crate::error::RoomError;
 use crate::listener::{KeyChangeListener, RoomListener};
-use crate::outbox::{Answer, ReplyTarget, Withdrawn};
-use crate::state::{EngineState, ListenerId, Notify};
+use crate::outbox::ReplyTarget;
+pub use crate::shared::SessionStore;
+use crate::shared::Shared;
+use crate::state::{EngineState, ListenerId};
 use crate::types::{
     ConnectOptions, ConnectionState, DisconnectReason, Participant, StoreEntry, StoreRead,
 };
-
-/// What every handle of one room shares.
-pub(crate) struct Shared {
-    pub state: Mutex<EngineState>,
-    /// Rung when there is something to send.
-    pub wake: tokio::sync::Notify,
-    /// Set to `true` to leave the room.
-    pub closing: watch::Sender<bool>,
-    /// How the room ended, once it has and the listener calls queued before ran.
-    pub ended: watch::Sender<Option<DisconnectReason>>,
-    pub dispatcher: Dispatcher,
-    /// The app's listener, until the room has ended and its last call ran: then the
-    /// engine lets go of it, so that a listener holding the store or the room (which
-    /// hold this) does not keep both alive for ever.
-    pub room_listener: Mutex<Option<Arc<dyn RoomListener>>>,
-    pub options: ConnectOptions,
-    pub url: String,
-    /// The access token for the next connection; the app may replace it.
-    pub token: Mutex<String>,
-    /// Bumped by `reconnect_now`: the connection task drops its connection, or skips
-    /// the rest of its backoff.
-    pub reconnect_now: watch::Sender<u64>,
-    pub runtime: tokio::runtime::Handle,
-}
-
-impl Shared {
-    pub fn notify<'a>(&'a self, store: &'a SessionStore) -> Notify<'a> {
-        Notify {
-            dispatcher: &self.dispatcher,
-            room_listener: self.room_listener.lock().clone(),
-            store,
-        }
-    }
-
-    /// Lets go of every app object: the room listener and the key listeners. Run on
-    /// the listener thread after the last call, so none is cut short.
-    fn release_app_objects(&self) {
-        let listener = self.room_listener.lock().take();
-        let slots = self.state.lock().keys.release_listeners();
-        // Dropped outside the state lock: dropping a foreign object may call into its
-        // runtime (the JVM, Swift), which must not find the engine locked.
-        drop(slots);
-        drop(listener);
-    }
-
-    /// The room has ended: resolves `SessionStore::ended`, then releases the app's
-    /// objects and ends the listener thread, each after the listener calls already
-    /// queued.
-    pub fn finish(self: &Arc<Self>, reason: DisconnectReason) {
-        let shared = Arc::clone(self);
-        self.dispatcher.run_or_call(move || {
-            shared
-                .ended
-                .send_if_modified(|ended| ended.is_none().then(|| *ended = Some(reason)).is_some());
-            shared.release_app_objects();
-        });
-        self.dispatcher.stop();
-    }
-
-    /// Queues a request and waits for its answer, at most `request_timeout`.
-    async fn request(&self, message: ClientMessage) -> Result<Answer, RoomError> {
-        let (reply, answer) = oneshot::channel();
-        let ticket = {
-            let mut state = self.state.lock();
-            if let ConnectionState::Disconnected { reason } = &state.connection {
-                return Err(RoomError::NotConnected {
-                    message: format!("the room is disconnected ({reason:?})"),
-                });
-            }
-            state.outbox.push(message, ReplyTarget::Caller(reply))
-        };
-        self.wake.notify_one();
-        // A caller that stops waiting (a cancelled coroutine, a dropped future)
-        // withdraws its request if it has not been sent; once sent, it may be applied.
-        let mut withdraw_if_cancelled = WithdrawOnDrop {
-            shared: self,
-            ticket: Some(ticket),
-        };
-        let timeout = self.options.request_timeout;
-        // The timer needs a tokio runtime, and the caller may be on any executor.
-        let waited = self
-            .runtime
-            .spawn(async move { tokio::time::timeout(timeout, answer).await })
-            .await;
-        withdraw_if_cancelled.ticket = None;
-        match waited {
-            Ok(Ok(Ok(result))) => result,
-            Ok(Err(_elapsed)) => match self.state.lock().outbox.withdraw(ticket) {
-                Withdrawn::NotSent => Err(RoomError::Timeout { sent: false }),
-                Withdrawn::Sent | Withdrawn::Answered => Err(RoomError::Timeout { sent: true }),
-            },
-            Ok(Ok(Err(_))) | Err(_) => Err(RoomError::NotConnected {
-                message: "the room was closed".into(),
-            }),
-        }
-    }
-}
-
-/// Withdraws a request whose caller stopped waiting for it.
-struct WithdrawOnDrop<'a> {
-    shared: &'a Shared,
-    ticket: Option<u64>,
-}
-
-impl Drop for WithdrawOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Some(ticket) = self.ticket {
-            self.shared.state.lock().outbox.withdraw(ticket);
-        }
-    }
-}
 
 /// A connection to one room. Dropping it leaves the room.
 pub struct Room {
@@ -318,12 +209,6 @@ impl Drop for EndedGuard {
     }
 }
 
-/// The room's shared key-value store. Cheap to clone; every clone is the same store.
-#[derive(Clone)]
-pub struct SessionStore {
-    pub(crate) shared: Arc<Shared>,
-}
-
 /// Returned by `add_key_change_listener`; pass it to `remove_key_change_listener`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KeyListenerHandle(ListenerId);
@@ -353,33 +238,32 @@ impl SessionStore {
         keys: Vec<String>,
         listener: Arc<dyn KeyChangeListener>,
     ) -> Result<KeyListenerHandle, RoomError> {
-        let mut state = self.shared.state.lock();
-        if let ConnectionState::Disconnected { .. } = state.connection {
-            return Err(RoomError::NotConnected {
-                message: "the room is disconnected".into(),
-            });
-        }
-        if keys.is_empty() {
-            return Err(RoomError::InvalidRequest {
-                message: "observe at least one key".into(),
-            });
-        }
-        for key in &keys {
-            if key != WILDCARD_KEY {
-                check_key(key, state.limits.key_bytes)?;
+        self.shared.update(|state, heard| {
+            if let ConnectionState::Disconnected { .. } = state.connection {
+                return Err(RoomError::NotConnected {
+                    message: "the room is disconnected".into(),
+                });
             }
-        }
-        let notify = self.shared.notify(self);
-        let state = &mut *state;
-        let (id, observe) = state
-            .keys
-            .add_listener(keys, ListenerSlot::new(listener), &notify);
-        if let Some(observe) = observe {
-            let (message, target) = observe.into_request();
-            state.outbox.push(message, target);
-            self.shared.wake.notify_one();
-        }
-        Ok(KeyListenerHandle(id))
+            if keys.is_empty() {
+                return Err(RoomError::InvalidRequest {
+                    message: "observe at least one key".into(),
+                });
+            }
+            for key in &keys {
+                if key != WILDCARD_KEY {
+                    check_key(key, state.limits.key_bytes)?;
+                }
+            }
+            let (id, observe) = state
+                .keys
+                .add_listener(keys, ListenerSlot::new(listener), heard);
+            if let Some(observe) = observe {
+                let (message, target) = observe.into_request();
+                state.outbox.push(message, target);
+                self.shared.wake.notify_one();
+            }
+            Ok(KeyListenerHandle(id))
+        })
     }
 
     /// After this returns, the listener is not running and is not called again (from

@@ -1,40 +1,42 @@
-//! What the engine knows of the room, and how each server message changes it.
-//!
-//! Every change happens under the room's state lock, and every listener call it causes
-//! is queued on the dispatcher before the lock is released, so listeners hear of changes
-//! in the order they were applied.
+//! What the engine knows of the room, and how each server message changes it: a plain
+//! state machine, with no sockets, tasks or threads. Each change returns what the app
+//! should hear of it (`Notification`s); the room (`crate::shared`) applies changes under
+//! its lock and queues their notifications on the listener thread before releasing it,
+//! so listeners hear of changes in the order they were applied.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
 
 use roomstate_protocol::{
     ClientMessage, Entry, JoinInfo, Limits, Outcome, ParticipantInfo, Reply, ReplyBody, RequestId,
     ResumeInfo, Seq, ServerMessage, Snapshot, WILDCARD_KEY,
 };
 
-use crate::dispatch::{Dispatcher, ListenerSlot};
 use crate::error::RoomError;
-use crate::listener::RoomListener;
 use crate::outbox::{Outbox, ReplyTarget};
-use crate::room::SessionStore;
 use crate::types::{ConnectionState, Participant, StoreEntry};
 
-/// Where listener calls go.
-pub(crate) struct Notify<'a> {
-    pub dispatcher: &'a Dispatcher,
-    /// `None` once the room has ended and let go of it.
-    pub room_listener: Option<Arc<dyn RoomListener>>,
-    pub store: &'a SessionStore,
+/// What the app hears of, in the order it happened. The state produces them; the room
+/// (`crate::shared`) turns each into a call on the app's listener thread. `S` is how
+/// the engine holds a key listener.
+#[derive(Debug)]
+pub(crate) enum Notification<S> {
+    ConnectionState(ConnectionState),
+    SessionStoreAvailable,
+    ParticipantJoined(Participant),
+    ParticipantLeft(Participant),
+    AttributesChanged(Participant, Vec<String>),
+    MetadataChanged(Participant, String, String),
+    NameChanged(Participant, String, String),
+    RoomMetadataChanged(String, String),
+    KeyChanged {
+        listener: S,
+        key: String,
+        entry: Option<StoreEntry>,
+    },
 }
 
-impl Notify<'_> {
-    fn room(&self, call: impl FnOnce(&dyn RoomListener) + Send + 'static) {
-        if let Some(listener) = &self.room_listener {
-            let listener = Arc::clone(listener);
-            self.dispatcher.run(move || call(listener.as_ref()));
-        }
-    }
-}
+/// The notifications of one change, in order.
+pub(crate) type Notifications<S> = Vec<Notification<S>>;
 
 /// The participant this engine is in the server's current session.
 pub(crate) struct Link {
@@ -46,18 +48,18 @@ pub(crate) struct Link {
     pub last_reply_id: RequestId,
 }
 
-pub(crate) struct EngineState {
+pub(crate) struct EngineState<S> {
     pub connection: ConnectionState,
     pub link: Option<Link>,
     pub local: Option<ParticipantInfo>,
     pub remotes: HashMap<String, ParticipantInfo>,
     pub room_metadata: String,
     pub limits: Limits,
-    pub keys: KeyRegistry,
+    pub keys: KeyRegistry<S>,
     pub outbox: Outbox,
 }
 
-impl EngineState {
+impl<S: Clone> EngineState<S> {
     pub fn new() -> Self {
         EngineState {
             connection: ConnectionState::Connecting,
@@ -71,15 +73,15 @@ impl EngineState {
         }
     }
 
-    pub fn set_connection(&mut self, state: ConnectionState, notify: &Notify) {
+    pub fn set_connection(&mut self, state: ConnectionState, notify: &mut Notifications<S>) {
         if self.connection != state {
             self.connection = state.clone();
-            notify.room(move |listener| listener.on_connection_state_changed(state));
+            notify.push(Notification::ConnectionState(state));
         }
     }
 
     /// A fresh join: the first, or after the server forgot this participant.
-    pub fn on_joined(&mut self, info: JoinInfo, notify: &Notify) {
+    pub fn on_joined(&mut self, info: JoinInfo, notify: &mut Notifications<S>) {
         let first_join = self.link.is_none();
         let new_session = self
             .link
@@ -123,11 +125,10 @@ impl EngineState {
         }
         // Every fresh join, not only a new session: the server forgot this participant
         // (away longer than its grace period), and the app may want to read afresh.
-        let store = notify.store.clone();
-        notify.room(move |listener| listener.on_session_store_available(store));
+        notify.push(Notification::SessionStoreAvailable);
     }
 
-    pub fn on_resumed(&mut self, info: ResumeInfo, notify: &Notify) {
+    pub fn on_resumed(&mut self, info: ResumeInfo, notify: &mut Notifications<S>) {
         self.outbox.requeue_unprocessed(info.last_request_id);
         if let Some(Snapshot {
             seq,
@@ -146,7 +147,7 @@ impl EngineState {
     }
 
     /// Applies one message after the handshake. Replies are answered here too.
-    pub fn on_message(&mut self, message: ServerMessage, notify: &Notify) {
+    pub fn on_message(&mut self, message: ServerMessage, notify: &mut Notifications<S>) {
         if let Some(seq) = message.seq() {
             let Some(link) = self.link.as_mut() else {
                 return;
@@ -166,7 +167,7 @@ impl EngineState {
             ServerMessage::ParticipantLeft { sid, .. } => {
                 if let Some(info) = self.remotes.remove(&sid) {
                     let participant = Participant::from_info(&info, false);
-                    notify.room(move |listener| listener.on_participant_left(participant));
+                    notify.push(Notification::ParticipantLeft(participant));
                 }
             }
             ServerMessage::RoomMetadataChanged { metadata, .. } => {
@@ -189,7 +190,7 @@ impl EngineState {
         }
     }
 
-    fn on_reply(&mut self, reply: Reply, notify: &Notify) {
+    fn on_reply(&mut self, reply: Reply, notify: &mut Notifications<S>) {
         if let Some(link) = self.link.as_mut() {
             link.last_reply_id = link.last_reply_id.max(reply.id);
         }
@@ -220,7 +221,7 @@ impl EngineState {
         local: ParticipantInfo,
         participants: Vec<ParticipantInfo>,
         room_metadata: String,
-        notify: &Notify,
+        notify: &mut Notifications<S>,
     ) {
         match self.local.take() {
             Some(old) if old.sid == local.sid => {
@@ -239,7 +240,7 @@ impl EngineState {
         for sid in gone {
             let info = self.remotes.remove(&sid).expect("listed above");
             let participant = Participant::from_info(&info, false);
-            notify.room(move |listener| listener.on_participant_left(participant));
+            notify.push(Notification::ParticipantLeft(participant));
         }
         for info in participants {
             self.upsert_participant(info, notify);
@@ -247,7 +248,7 @@ impl EngineState {
         self.set_room_metadata(room_metadata, notify);
     }
 
-    fn upsert_participant(&mut self, new: ParticipantInfo, notify: &Notify) {
+    fn upsert_participant(&mut self, new: ParticipantInfo, notify: &mut Notifications<S>) {
         let is_local = self
             .local
             .as_ref()
@@ -260,7 +261,7 @@ impl EngineState {
         let Some(old) = slot else {
             let participant = Participant::from_info(&new, false);
             self.remotes.insert(new.sid.clone(), new);
-            notify.room(move |listener| listener.on_participant_joined(participant));
+            notify.push(Notification::ParticipantJoined(participant));
             return;
         };
         if new.version <= old.version {
@@ -279,23 +280,23 @@ impl EngineState {
             .collect();
         if !changed_keys.is_empty() {
             let participant = participant.clone();
-            notify.room(move |listener| listener.on_attributes_changed(participant, changed_keys));
+            notify.push(Notification::AttributesChanged(participant, changed_keys));
         }
         if old.metadata != new.metadata {
             let participant = participant.clone();
             let (old, new) = (old.metadata.clone(), new.metadata.clone());
-            notify.room(move |listener| listener.on_metadata_changed(participant, old, new));
+            notify.push(Notification::MetadataChanged(participant, old, new));
         }
         if old.name != new.name {
             let (old, new) = (old.name, new.name);
-            notify.room(move |listener| listener.on_name_changed(participant, old, new));
+            notify.push(Notification::NameChanged(participant, old, new));
         }
     }
 
-    fn set_room_metadata(&mut self, metadata: String, notify: &Notify) {
+    fn set_room_metadata(&mut self, metadata: String, notify: &mut Notifications<S>) {
         if self.room_metadata != metadata {
             let old = std::mem::replace(&mut self.room_metadata, metadata.clone());
-            notify.room(move |listener| listener.on_room_metadata_changed(old, metadata));
+            notify.push(Notification::RoomMetadataChanged(old, metadata));
         }
     }
 
@@ -340,16 +341,28 @@ impl ObserveRequest {
 /// every change: after its observe was answered (or while the wildcard is live). Changes
 /// to keys that are not live are dropped: the observe answer that makes them live is
 /// newer.
-#[derive(Default)]
-pub(crate) struct KeyRegistry {
+pub(crate) struct KeyRegistry<S> {
     keys: HashMap<String, KeyState>,
     cache: HashMap<String, Cached>,
-    listeners: HashMap<ListenerId, ListenerRecord>,
+    listeners: HashMap<ListenerId, ListenerRecord<S>>,
     next_listener: ListenerId,
     next_observe: ObserveToken,
     /// Bumped when a new session starts: cached entries of older epochs are compared by
     /// value, since versions restart with the session.
     epoch: u64,
+}
+
+impl<S> Default for KeyRegistry<S> {
+    fn default() -> Self {
+        KeyRegistry {
+            keys: HashMap::new(),
+            cache: HashMap::new(),
+            listeners: HashMap::new(),
+            next_listener: 0,
+            next_observe: 0,
+            epoch: 0,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -368,14 +381,15 @@ struct Cached {
     epoch: u64,
 }
 
-struct ListenerRecord {
+struct ListenerRecord<S> {
     keys: Vec<String>,
-    slot: Arc<ListenerSlot>,
+    /// The app's listener, as the engine holds it.
+    slot: S,
     /// Keys whose initial value this listener has had ("*": the whole store).
     initialized: HashSet<String>,
 }
 
-impl KeyRegistry {
+impl<S: Clone> KeyRegistry<S> {
     fn is_live(&self, key: &str) -> bool {
         let live = |key: &str| {
             self.keys
@@ -397,8 +411,8 @@ impl KeyRegistry {
     pub fn add_listener(
         &mut self,
         keys: Vec<String>,
-        slot: Arc<ListenerSlot>,
-        notify: &Notify,
+        slot: S,
+        notify: &mut Notifications<S>,
     ) -> (ListenerId, Option<ObserveRequest>) {
         self.next_listener += 1;
         let id = self.next_listener;
@@ -441,7 +455,7 @@ impl KeyRegistry {
 
     /// Forgets every listener, for good: the room has ended. Returns them, to be
     /// dropped outside the state lock.
-    pub fn release_listeners(&mut self) -> Vec<Arc<ListenerSlot>> {
+    pub fn release_listeners(&mut self) -> Vec<S> {
         self.keys.clear();
         self.cache.clear();
         self.listeners
@@ -451,7 +465,7 @@ impl KeyRegistry {
     }
 
     /// Removes a listener; returns the keys nobody observes any more.
-    pub fn remove_listener(&mut self, id: ListenerId) -> Option<(Arc<ListenerSlot>, Vec<String>)> {
+    pub fn remove_listener(&mut self, id: ListenerId) -> Option<(S, Vec<String>)> {
         let record = self.listeners.remove(&id)?;
         let mut unobserved = Vec::new();
         for key in &record.keys {
@@ -474,7 +488,7 @@ impl KeyRegistry {
 
     /// Gives listener `id` the initial value(s) of `key` if the key is live and it has
     /// not had them.
-    fn give_initial(&mut self, id: ListenerId, key: &str, notify: &Notify) {
+    fn give_initial(&mut self, id: ListenerId, key: &str, notify: &mut Notifications<S>) {
         if !self.is_live(key) {
             return;
         }
@@ -489,27 +503,31 @@ impl KeyRegistry {
             keys.sort();
             for key in keys {
                 let entry = self.cache[key].entry.clone();
-                notify
-                    .dispatcher
-                    .key_changed(&record.slot, key.clone(), Some(entry));
+                notify.push(Notification::KeyChanged {
+                    listener: record.slot.clone(),
+                    key: key.clone(),
+                    entry: Some(entry),
+                });
             }
         } else {
             let entry = self.cache.get(key).map(|cached| cached.entry.clone());
-            notify
-                .dispatcher
-                .key_changed(&record.slot, key.to_string(), entry);
+            notify.push(Notification::KeyChanged {
+                listener: record.slot.clone(),
+                key: key.to_string(),
+                entry,
+            });
         }
     }
 
     /// A change from the server, for a key that may or may not be live.
-    fn on_change(&mut self, entry: Entry, notify: &Notify) {
+    fn on_change(&mut self, entry: Entry, notify: &mut Notifications<S>) {
         if self.is_live(&entry.key) {
             self.reconcile(entry, notify);
         }
     }
 
     /// Brings a key's cache to `entry`, telling initialized listeners if it changed.
-    fn reconcile(&mut self, entry: Entry, notify: &Notify) {
+    fn reconcile(&mut self, entry: Entry, notify: &mut Notifications<S>) {
         let key = entry.key.clone();
         let new = StoreEntry::from_wire(entry);
         let changed = match (self.cache.get(&key), &new) {
@@ -548,9 +566,11 @@ impl KeyRegistry {
             for id in &state.listeners {
                 let record = &self.listeners[id];
                 if record.initialized.contains(scope) && told.insert(*id) {
-                    notify
-                        .dispatcher
-                        .key_changed(&record.slot, key.clone(), new.clone());
+                    notify.push(Notification::KeyChanged {
+                        listener: record.slot.clone(),
+                        key: key.clone(),
+                        entry: new.clone(),
+                    });
                 }
             }
         }
@@ -562,7 +582,7 @@ impl KeyRegistry {
         token: ObserveToken,
         keys: &[String],
         entries: Vec<Entry>,
-        notify: &Notify,
+        notify: &mut Notifications<S>,
     ) {
         let mut now_live = Vec::new();
         for key in keys {
@@ -601,7 +621,7 @@ impl KeyRegistry {
     }
 
     /// Entries that are the whole store: cached keys missing from them were deleted.
-    fn reconcile_whole_store(&mut self, entries: Vec<Entry>, notify: &Notify) {
+    fn reconcile_whole_store(&mut self, entries: Vec<Entry>, notify: &mut Notifications<S>) {
         let present: HashSet<String> = entries.iter().map(|entry| entry.key.clone()).collect();
         let missing: Vec<String> = self
             .cache
@@ -617,7 +637,7 @@ impl KeyRegistry {
         }
     }
 
-    fn reconcile_snapshot(&mut self, entries: Vec<Entry>, notify: &Notify) {
+    fn reconcile_snapshot(&mut self, entries: Vec<Entry>, notify: &mut Notifications<S>) {
         if self.is_live(WILDCARD_KEY) {
             self.reconcile_whole_store(entries, notify);
         } else {

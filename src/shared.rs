@@ -1,0 +1,205 @@
+//! What the app's handles on one room (`Room`, `SessionStore`, `LocalParticipant`) and
+//! its connection task share: the state behind a lock, the listener thread, and the
+//! app's listener. Every change to the state goes through `Shared::update`, which
+//! turns what the state says the app should hear of into listener calls.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use roomstate_protocol::ClientMessage;
+use tokio::sync::{oneshot, watch};
+
+use crate::dispatch::{Dispatcher, ListenerSlot};
+use crate::error::RoomError;
+use crate::listener::RoomListener;
+use crate::outbox::{Answer, ReplyTarget, Withdrawn};
+use crate::state::{EngineState, Notification, Notifications};
+use crate::types::{ConnectOptions, ConnectionState, DisconnectReason};
+
+/// How the engine holds an app's key listener.
+pub(crate) type Slot = Arc<ListenerSlot>;
+
+/// What the engine knows of the room.
+pub(crate) type State = EngineState<Slot>;
+
+/// One call on the app's room listener.
+type RoomCall = Box<dyn FnOnce(&dyn RoomListener) + Send>;
+
+/// The room's shared key-value store. Cheap to clone; every clone is the same store.
+/// Its operations are in `crate::room`.
+#[derive(Clone)]
+pub struct SessionStore {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// What every handle of one room shares.
+pub(crate) struct Shared {
+    pub state: Mutex<State>,
+    /// Rung when there is something to send.
+    pub wake: tokio::sync::Notify,
+    /// Set to `true` to leave the room.
+    pub closing: watch::Sender<bool>,
+    /// How the room ended, once it has and the listener calls queued before ran.
+    pub ended: watch::Sender<Option<DisconnectReason>>,
+    pub dispatcher: Dispatcher,
+    /// The app's listener, until the room has ended and its last call ran: then the
+    /// engine lets go of it, so that a listener holding the store or the room (which
+    /// hold this) does not keep both alive for ever.
+    pub room_listener: Mutex<Option<Arc<dyn RoomListener>>>,
+    pub options: ConnectOptions,
+    pub url: String,
+    /// The access token for the next connection; the app may replace it.
+    pub token: Mutex<String>,
+    /// Bumped by `reconnect_now`: the connection task drops its connection, or skips
+    /// the rest of its backoff.
+    pub reconnect_now: watch::Sender<u64>,
+    pub runtime: tokio::runtime::Handle,
+}
+
+impl Shared {
+    /// Changes the state under its lock, and queues what the app should hear of the
+    /// change on the listener thread before releasing it: listeners hear of changes in
+    /// the order they were made.
+    pub fn update<R>(
+        self: &Arc<Self>,
+        change: impl FnOnce(&mut State, &mut Notifications<Slot>) -> R,
+    ) -> R {
+        let mut state = self.state.lock();
+        let mut heard = Vec::new();
+        let result = change(&mut state, &mut heard);
+        self.tell(heard);
+        drop(state);
+        result
+    }
+
+    /// Queues a listener call for each notification. Room listener calls are dropped
+    /// once the room has let go of its listener.
+    fn tell(self: &Arc<Self>, heard: Notifications<Slot>) {
+        if heard.is_empty() {
+            return;
+        }
+        let room_listener = self.room_listener.lock().clone();
+        for notification in heard {
+            if let Notification::KeyChanged {
+                listener,
+                key,
+                entry,
+            } = notification
+            {
+                self.dispatcher.key_changed(&listener, key, entry);
+                continue;
+            }
+            let Some(listener) = room_listener.clone() else {
+                continue;
+            };
+            let run = |call: RoomCall| self.dispatcher.run(move || call(listener.as_ref()));
+            match notification {
+                Notification::ConnectionState(state) => {
+                    run(Box::new(move |l| l.on_connection_state_changed(state)))
+                }
+                Notification::SessionStoreAvailable => {
+                    let store = SessionStore {
+                        shared: Arc::clone(self),
+                    };
+                    run(Box::new(move |l| l.on_session_store_available(store)))
+                }
+                Notification::ParticipantJoined(who) => {
+                    run(Box::new(move |l| l.on_participant_joined(who)))
+                }
+                Notification::ParticipantLeft(who) => {
+                    run(Box::new(move |l| l.on_participant_left(who)))
+                }
+                Notification::AttributesChanged(who, keys) => {
+                    run(Box::new(move |l| l.on_attributes_changed(who, keys)))
+                }
+                Notification::MetadataChanged(who, old, new) => {
+                    run(Box::new(move |l| l.on_metadata_changed(who, old, new)))
+                }
+                Notification::NameChanged(who, old, new) => {
+                    run(Box::new(move |l| l.on_name_changed(who, old, new)))
+                }
+                Notification::RoomMetadataChanged(old, new) => {
+                    run(Box::new(move |l| l.on_room_metadata_changed(old, new)))
+                }
+                Notification::KeyChanged { .. } => unreachable!("handled above"),
+            }
+        }
+    }
+
+    /// Lets go of every app object: the room listener and the key listeners. Run on
+    /// the listener thread after the last call, so none is cut short.
+    fn release_app_objects(&self) {
+        let listener = self.room_listener.lock().take();
+        let slots = self.state.lock().keys.release_listeners();
+        // Dropped outside the state lock: dropping a foreign object may call into its
+        // runtime (the JVM, Swift), which must not find the engine locked.
+        drop(slots);
+        drop(listener);
+    }
+
+    /// The room has ended: resolves `SessionStore::ended`, then releases the app's
+    /// objects and ends the listener thread, each after the listener calls already
+    /// queued.
+    pub fn finish(self: &Arc<Self>, reason: DisconnectReason) {
+        let shared = Arc::clone(self);
+        self.dispatcher.run_or_call(move || {
+            shared
+                .ended
+                .send_if_modified(|ended| ended.is_none().then(|| *ended = Some(reason)).is_some());
+            shared.release_app_objects();
+        });
+        self.dispatcher.stop();
+    }
+
+    /// Queues a request and waits for its answer, at most `request_timeout`.
+    pub async fn request(&self, message: ClientMessage) -> Result<Answer, RoomError> {
+        let (reply, answer) = oneshot::channel();
+        let ticket = {
+            let mut state = self.state.lock();
+            if let ConnectionState::Disconnected { reason } = &state.connection {
+                return Err(RoomError::NotConnected {
+                    message: format!("the room is disconnected ({reason:?})"),
+                });
+            }
+            state.outbox.push(message, ReplyTarget::Caller(reply))
+        };
+        self.wake.notify_one();
+        // A caller that stops waiting (a cancelled coroutine, a dropped future)
+        // withdraws its request if it has not been sent; once sent, it may be applied.
+        let mut withdraw_if_cancelled = WithdrawOnDrop {
+            shared: self,
+            ticket: Some(ticket),
+        };
+        let timeout = self.options.request_timeout;
+        // The timer needs a tokio runtime, and the caller may be on any executor.
+        let waited = self
+            .runtime
+            .spawn(async move { tokio::time::timeout(timeout, answer).await })
+            .await;
+        withdraw_if_cancelled.ticket = None;
+        match waited {
+            Ok(Ok(Ok(result))) => result,
+            Ok(Err(_elapsed)) => match self.state.lock().outbox.withdraw(ticket) {
+                Withdrawn::NotSent => Err(RoomError::Timeout { sent: false }),
+                Withdrawn::Sent | Withdrawn::Answered => Err(RoomError::Timeout { sent: true }),
+            },
+            Ok(Ok(Err(_))) | Err(_) => Err(RoomError::NotConnected {
+                message: "the room was closed".into(),
+            }),
+        }
+    }
+}
+
+/// Withdraws a request whose caller stopped waiting for it.
+struct WithdrawOnDrop<'a> {
+    shared: &'a Shared,
+    ticket: Option<u64>,
+}
+
+impl Drop for WithdrawOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket {
+            self.shared.state.lock().outbox.withdraw(ticket);
+        }
+    }
+}
