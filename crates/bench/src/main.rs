@@ -43,6 +43,14 @@ enum Command {
         /// both processes (`ulimit -Hn`).
         #[arg(long, value_delimiter = ',', default_value = "10000,18000")]
         w4_connections: Vec<usize>,
+        /// Which systems: floor, roomstate, rs-2nodes, y-websocket. Two runs with
+        /// `--systems roomstate,rs-2nodes` and two `--roomstate-bin`s compare a change.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "floor,roomstate,rs-2nodes,y-websocket"
+        )]
+        systems: Vec<String>,
         /// The roomstate binary to test.
         #[arg(long, default_value = "target/release/roomstate")]
         roomstate_bin: PathBuf,
@@ -198,6 +206,7 @@ fn main() {
             workloads,
             quick,
             w4_connections,
+            systems,
             roomstate_bin,
             out,
         } => {
@@ -216,6 +225,7 @@ fn main() {
                 &workloads,
                 quick,
                 &w4_connections,
+                &systems,
                 &roomstate_bin,
                 fds,
             ));
@@ -263,6 +273,7 @@ async fn run(
     which: &[String],
     quick: bool,
     w4_connections: &[usize],
+    wanted_systems: &[String],
     roomstate_bin: &std::path::Path,
     fds: u64,
 ) -> Results {
@@ -272,6 +283,7 @@ async fn run(
     };
     println!("{}", results.machine);
     let wants = |name: &str| which.iter().any(|w| w == name);
+    let wanted = |system: System| wanted_systems.iter().any(|name| name == system.name());
     if wants("w1") {
         let sizes: &[usize] = if quick {
             &[1, 10, 100]
@@ -284,12 +296,12 @@ async fn run(
             "{:<10} {:>5} | {:>10} {:>10} {:>10} | {:>10} {:>10} {:>10} | {:>7}",
             "system", "N", "p50", "p99", "p99.9", "all p50", "all p99", "all p99.9", "missing"
         );
-        let peer = target::ensure_peer_installed();
-        if !peer {
+        let peer = wanted(System::YWebsocket) && target::ensure_peer_installed();
+        if wanted(System::YWebsocket) && !peer {
             println!("(y-websocket could not be installed: the peer is left out)");
         }
         for &n in sizes {
-            for system in systems(peer) {
+            for system in systems(peer).filter(|system| wanted(*system)) {
                 let target = Target::start(system, roomstate_bin);
                 let result = if system == System::YWebsocket {
                     workloads::propagation_peer(&target, n, seconds)
@@ -327,9 +339,9 @@ async fn run(
             "{:<10} {:<9} | {:>9} {:>11} {:>13} {:>10} {:>10} {:>10}",
             "system", "keys", "offered/s", "updates/s", "deliveries/s", "p50", "p99", "server CPU"
         );
-        let peer = target::ensure_peer_installed();
+        let peer = wanted(System::YWebsocket) && target::ensure_peer_installed();
         for one_key in [false, true] {
-            for system in systems(peer) {
+            for system in systems(peer).filter(|system| wanted(*system)) {
                 let target = Target::start(system, roomstate_bin);
                 let result = if system == System::YWebsocket {
                     workloads::throughput_peer(&target, one_key, rates, step)
@@ -361,7 +373,10 @@ async fn run(
         println!(
             "\nW3 many rooms: {rooms} rooms of 5, an attribute change per participant every 2 s"
         );
-        for system in [System::Roomstate, System::RoomstateCluster] {
+        for system in [System::Roomstate, System::RoomstateCluster]
+            .into_iter()
+            .filter(|system| wanted(*system))
+        {
             let target = Target::start(system, roomstate_bin);
             let result = workloads::many_rooms(&target, rooms, if quick { 4 } else { 10 }).await;
             println!(
@@ -387,9 +402,9 @@ async fn run(
             "{:<10} {:>7} | {:>12} {:>10} {:>12}",
             "system", "conns", "bytes/conn", "idle CPU", "connect"
         );
-        let peer = target::ensure_peer_installed();
+        let peer = wanted(System::YWebsocket) && target::ensure_peer_installed();
         for connections in sizes {
-            for system in systems(peer) {
+            for system in systems(peer).filter(|system| wanted(*system)) {
                 let target = Target::start(system, roomstate_bin);
                 let result = workloads::idle_connections(&target, connections, 50).await;
                 println!(
