@@ -51,6 +51,11 @@ enum Command {
             default_value = "floor,roomstate,rs-2nodes,y-websocket"
         )]
         systems: Vec<String>,
+        /// Count the server's system calls per delivery in W2 (`perf stat` on the
+        /// syscall tracepoints; it costs the server CPU, so CPU figures of such a run are
+        /// not comparable with others).
+        #[arg(long)]
+        syscalls: bool,
         /// The roomstate binary to test.
         #[arg(long, default_value = "target/release/roomstate")]
         roomstate_bin: PathBuf,
@@ -207,9 +212,11 @@ fn main() {
             quick,
             w4_connections,
             systems,
+            syscalls,
             roomstate_bin,
             out,
         } => {
+            target::COUNT_SYSCALLS.store(syscalls, std::sync::atomic::Ordering::Relaxed);
             let fds = clients::raise_fd_limit();
             let machine = machine();
             let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -336,8 +343,18 @@ async fn run(
             "\nW2 throughput: 10 writers, 10 observers of every key, rising rates ({step} s each)"
         );
         println!(
-            "{:<10} {:<9} | {:>9} {:>11} {:>13} {:>10} {:>10} {:>10}",
-            "system", "keys", "offered/s", "updates/s", "deliveries/s", "p50", "p99", "server CPU"
+            "{:<10} {:<9} | {:>9} {:>11} {:>13} {:>10} {:>10} {:>10} | {:>7} {:>7} {:>7}",
+            "system",
+            "keys",
+            "offered/s",
+            "updates/s",
+            "deliveries/s",
+            "p50",
+            "p99",
+            "server CPU",
+            "sys/d",
+            "send/d",
+            "recv/d"
         );
         let peer = wanted(System::YWebsocket) && target::ensure_peer_installed();
         for one_key in [false, true] {
@@ -349,8 +366,12 @@ async fn run(
                     workloads::throughput(&target, one_key, rates, step).await
                 };
                 for s in &result.steps {
+                    let syscalls = s.syscalls_per_delivery.as_ref().map_or_else(
+                        || format!("{:>7} {:>7} {:>7}", "-", "-", "-"),
+                        |per| format!("{:>7.3} {:>7.3} {:>7.3}", per.all, per.writes, per.reads),
+                    );
                     println!(
-                        "{:<10} {:<9} | {:>9} {:>11.0} {:>13.0} {:>10} {:>10} {:>9.0}%",
+                        "{:<10} {:<9} | {:>9} {:>11.0} {:>13.0} {:>10} {:>10} {:>9.0}% | {syscalls}",
                         system.name(),
                         if one_key { "one" } else { "distinct" },
                         s.offered_updates_per_second,

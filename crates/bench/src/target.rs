@@ -142,6 +142,92 @@ impl Target {
             .map(|child| cpu_seconds(child.id()))
             .sum()
     }
+
+    /// Starts counting the system calls of the system's processes (every thread they
+    /// have now), with `perf stat` on the kernel's syscall tracepoints, if `run
+    /// --syscalls` asked (counting costs the server CPU). `None` where perf cannot (not
+    /// installed, no tracepoints, not allowed).
+    pub fn count_syscalls(&self) -> Option<SyscallCount> {
+        if !COUNT_SYSCALLS.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        let pids: Vec<String> = self
+            .children
+            .iter()
+            .map(|child| child.id().to_string())
+            .collect();
+        let events = SYSCALL_EVENTS.join(",");
+        let mut perf = Command::new("perf")
+            .args(["stat", "-x", ",", "-e", &events, "-p", &pids.join(",")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .ok()?;
+        // perf attaches asynchronously: give it a moment, and make sure it stayed up.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        match perf.try_wait() {
+            Ok(None) => Some(SyscallCount { perf }),
+            _ => None,
+        }
+    }
+}
+
+/// Whether W2 counts the server's system calls (`run --syscalls`).
+pub static COUNT_SYSCALLS: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// The tracepoints counted: every system call, and the ones that move a socket's bytes.
+const SYSCALL_EVENTS: [&str; 5] = [
+    "raw_syscalls:sys_enter",
+    "syscalls:sys_enter_sendto",
+    "syscalls:sys_enter_writev",
+    "syscalls:sys_enter_write",
+    "syscalls:sys_enter_recvfrom",
+];
+
+/// A running `perf stat` (`Target::count_syscalls`).
+pub struct SyscallCount {
+    perf: Child,
+}
+
+/// System calls counted over some time.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Syscalls {
+    pub all: u64,
+    /// `sendto`, `writev` and `write`: how a socket's bytes leave.
+    pub writes: u64,
+    /// `recvfrom`.
+    pub reads: u64,
+}
+
+impl SyscallCount {
+    /// Stops counting and returns the counts.
+    pub fn finish(self) -> Option<Syscalls> {
+        // SAFETY: kill has no preconditions; SIGINT makes perf print its counts and exit.
+        unsafe { libc::kill(self.perf.id() as i32, libc::SIGINT) };
+        let output = self.perf.wait_with_output().ok()?;
+        let text = String::from_utf8_lossy(&output.stderr);
+        let mut counts = Syscalls::default();
+        let mut seen = 0;
+        // CSV: value,unit,event,...
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split(',').collect();
+            let (Some(value), Some(event)) = (fields.first(), fields.get(2)) else {
+                continue;
+            };
+            let Ok(value) = value.parse::<u64>() else {
+                continue;
+            };
+            seen += 1;
+            match *event {
+                "raw_syscalls:sys_enter" => counts.all = value,
+                "syscalls:sys_enter_recvfrom" => counts.reads = value,
+                event if SYSCALL_EVENTS.contains(&event) => counts.writes += value,
+                _ => seen -= 1,
+            }
+        }
+        (seen > 0).then_some(counts)
+    }
 }
 
 /// `program` under `taskset`, on the server core.

@@ -322,6 +322,28 @@ pub struct ThroughputStep {
     pub per_delivery: Percentiles,
     /// Server CPU during the step (100 = one core busy).
     pub server_cpu_percent: f64,
+    /// The server's system calls during the step, per delivery (where perf can count
+    /// them; see `Target::count_syscalls`).
+    pub syscalls_per_delivery: Option<SyscallsPerDelivery>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SyscallsPerDelivery {
+    pub all: f64,
+    pub writes: f64,
+    pub reads: f64,
+}
+
+impl SyscallsPerDelivery {
+    fn of(counted: Option<crate::target::Syscalls>, deliveries: u64) -> Option<Self> {
+        let counted = counted?;
+        let per = |count: u64| count as f64 / deliveries.max(1) as f64;
+        Some(SyscallsPerDelivery {
+            all: per(counted.all),
+            writes: per(counted.writes),
+            reads: per(counted.reads),
+        })
+    }
 }
 
 /// W2: `writers` writers, `observers` observers of every key, rising rates.
@@ -411,6 +433,7 @@ pub async fn throughput(
         shared_latencies.lock().reset();
         let delivered_before = delivered_count.load(Ordering::Relaxed);
         let cpu_before = target.cpu_seconds();
+        let counting = target.count_syscalls();
         let start = Instant::now();
         let end = start + Duration::from_secs(step_seconds);
         let mut sent = 0u64;
@@ -452,6 +475,7 @@ pub async fn throughput(
         }
         let elapsed = start.elapsed().as_secs_f64();
         let cpu = target.cpu_seconds() - cpu_before;
+        let syscalls = counting.and_then(|counting| counting.finish());
         let delivered_now = delivered_count.load(Ordering::Relaxed) - delivered_before;
         let percentiles = Percentiles::of(&shared_latencies.lock());
         let over = percentiles.p99_us > 100_000 || delivered_now < sent * OBSERVERS as u64;
@@ -461,6 +485,7 @@ pub async fn throughput(
             deliveries_per_second: delivered_now as f64 / step_seconds as f64,
             per_delivery: percentiles,
             server_cpu_percent: 100.0 * cpu / elapsed,
+            syscalls_per_delivery: SyscallsPerDelivery::of(syscalls, delivered_now),
         });
         if over {
             break;
@@ -506,6 +531,7 @@ pub fn throughput_peer(
     let mut final_state_mismatches = None;
     for &rate in rates {
         let cpu_before = target.cpu_seconds();
+        let counting = target.count_syscalls();
         let parsed: Output = run_peer_driver(&[
             "w2",
             &format!("ws://{}", target.addr),
@@ -515,6 +541,7 @@ pub fn throughput_peer(
         ]);
         // Connection setup is counted too: it is small next to a step's updates.
         let cpu = target.cpu_seconds() - cpu_before;
+        let syscalls = counting.and_then(|counting| counting.finish());
         let over = parsed.per_delivery.p99_us > 100_000 || parsed.delivered < parsed.sent * 10;
         steps.push(ThroughputStep {
             offered_updates_per_second: rate,
@@ -522,6 +549,7 @@ pub fn throughput_peer(
             deliveries_per_second: parsed.delivered as f64 / step_seconds as f64,
             per_delivery: parsed.per_delivery,
             server_cpu_percent: 100.0 * cpu / step_seconds as f64,
+            syscalls_per_delivery: SyscallsPerDelivery::of(syscalls, parsed.delivered),
         });
         final_state_mismatches = Some(parsed.final_state_mismatches);
         if over {

@@ -258,30 +258,23 @@ async fn write_frames(
                     let _ = sink.close().await;
                     return;
                 };
-                queued.written(frame.len());
-                if sink.feed(frame).await.is_err() {
+                let mut batch = Batch::default();
+                if batch.feed(&mut sink, frame, &queued).await.is_err()
+                    || batch.take_queued(&mut frames, &mut sink, &queued).await.is_err()
+                {
                     return;
                 }
-                let mut batch = 1;
-                let mut batch_bytes = 0;
-                for _ in 1..WRITE_BATCH {
-                    // The socket's buffer holds a copy of each frame until it is written:
-                    // large frames are flushed a few at a time, not 64 at once.
-                    if batch_bytes > WRITE_BATCH_BYTES {
-                        break;
-                    }
-                    match frames.try_recv() {
-                        Ok(frame) => {
-                            batch += 1;
-                            batch_bytes += frame.len();
-                            queued.written(frame.len());
-                            if sink.feed(frame).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(_) => break,
+                if batch.has_room() {
+                    // A room's fan-out reaches this queue from the tasks of other
+                    // connections, a few scheduler turns apart: one turn for them
+                    // before writing lets one write carry the frames of several events,
+                    // for the price of a task switch.
+                    tokio::task::yield_now().await;
+                    if batch.take_queued(&mut frames, &mut sink, &queued).await.is_err() {
+                        return;
                     }
                 }
+                let batch = batch.frames;
                 sent(batch);
                 if sink.flush().await.is_err() {
                     return;
@@ -293,6 +286,50 @@ async fn write_frames(
 
 /// Why a write was given up.
 struct WriteFailed;
+
+/// The frames fed to the socket since its last flush.
+#[derive(Default)]
+struct Batch {
+    frames: usize,
+    bytes: usize,
+}
+
+impl Batch {
+    /// Whether more frames may join before the flush.
+    fn has_room(&self) -> bool {
+        // The socket's buffer holds a copy of each frame until it is written: large
+        // frames are flushed a few at a time, not 64 at once.
+        self.frames < WRITE_BATCH && self.bytes <= WRITE_BATCH_BYTES
+    }
+
+    async fn feed(
+        &mut self,
+        sink: &mut TimedSink,
+        frame: Utf8Bytes,
+        queued: &QueuedBytes,
+    ) -> Result<(), WriteFailed> {
+        self.frames += 1;
+        self.bytes += frame.len();
+        queued.written(frame.len());
+        sink.feed(frame).await
+    }
+
+    /// Feeds what is queued already, while the batch has room.
+    async fn take_queued(
+        &mut self,
+        frames: &mut mpsc::Receiver<Utf8Bytes>,
+        sink: &mut TimedSink,
+        queued: &QueuedBytes,
+    ) -> Result<(), WriteFailed> {
+        while self.has_room() {
+            let Ok(frame) = frames.try_recv() else {
+                break;
+            };
+            self.feed(sink, frame, queued).await?;
+        }
+        Ok(())
+    }
+}
 
 /// The socket's sending half, every operation bounded in time.
 struct TimedSink {

@@ -1,11 +1,11 @@
 //! The connections of a room's participants that this node holds, and queueing frames
 //! to them.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use roomstate_protocol::CloseReason;
+use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, watch};
 
 use crate::rules::{Audience, Frame};
@@ -100,7 +100,8 @@ impl Connection {
 /// The connections this node holds for a room, by participant.
 #[derive(Default)]
 pub(super) struct Connections {
-    by_sid: HashMap<String, Attached>,
+    /// By sid (the server's random ids: a fast hash is safe).
+    by_sid: FxHashMap<String, Attached>,
 }
 
 struct Attached {

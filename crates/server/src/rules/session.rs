@@ -2,12 +2,13 @@
 //! connection may have missed. Read by the rules (`super`) and, through the read-only
 //! methods here, by the server API.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use roomstate_protocol::{
     Claims, Entry, Millis, ParticipantInfo, ParticipantPermission, RequestId, ResumeInfo, Seq,
     ServerMessage, Snapshot, WILDCARD_KEY,
 };
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::command::ResumeRequest;
@@ -36,7 +37,9 @@ pub struct Session {
     pub(super) seq: Seq,
     pub(super) store: Store,
     pub(super) metadata: String,
-    pub(super) participants: HashMap<String, Participant>,
+    /// By sid. Sids are the server's random ids, so a fast hash is safe here: no client
+    /// chooses a key.
+    pub(super) participants: FxHashMap<String, Participant>,
     /// Recent events, oldest first, with contiguous sequence numbers.
     pub(super) log: VecDeque<Logged>,
 }
@@ -156,7 +159,7 @@ impl Session {
             seq: 0,
             store: Store::default(),
             metadata: String::new(),
-            participants: HashMap::new(),
+            participants: FxHashMap::default(),
             log: VecDeque::new(),
         }
     }
