@@ -940,43 +940,42 @@ impl World {
     /// A resume with an expired token for a participant the room no longer knows: refused,
     /// and nothing changes.
     fn resume_unknown(&mut self, who: usize, node: usize) {
-        let (sid, resume_token, session_id) =
-            (self.fresh("PA"), self.fresh("RT"), self.fresh("SE"));
-        let received = self.apply(
-            node,
-            Command::Admit {
-                claims: Box::new(claims(who)),
-                resume: Some(ResumeRequest {
-                    sid: "PA_gone".into(),
-                    token: "gone".into(),
-                    session_id: "SE_gone".into(),
-                    last_seq: 0,
-                    last_reply_id: 0,
-                }),
-                token_expired: true,
-                sid,
-                resume_token,
-                session_id,
-            },
-        );
+        let gone = ResumeRequest {
+            sid: "PA_gone".into(),
+            token: "gone".into(),
+            session_id: "SE_gone".into(),
+            last_seq: 0,
+            last_reply_id: 0,
+        };
+        let (_, _, admit) = self.admit_command(who, Some(gone), true);
+        let received = self.apply(node, admit);
         assert_eq!(received.refused, Some(CloseReason::TokenExpired));
         assert!(received.admitted.is_none() && received.frames.is_empty());
     }
 
-    fn join(&mut self, who: usize, node: usize) {
+    /// An `Admit` with fresh ids, and the sid and resume token it would join with.
+    fn admit_command(
+        &mut self,
+        who: usize,
+        resume: Option<ResumeRequest>,
+        token_expired: bool,
+    ) -> (String, String, Command) {
         let (sid, resume_token, session_id) =
             (self.fresh("PA"), self.fresh("RT"), self.fresh("SE"));
-        let received = self.apply(
-            node,
-            Command::Admit {
-                claims: Box::new(claims(who)),
-                resume: None,
-                token_expired: false,
-                sid: sid.clone(),
-                resume_token: resume_token.clone(),
-                session_id,
-            },
-        );
+        let admit = Command::Admit {
+            claims: Box::new(claims(who)),
+            resume,
+            token_expired,
+            sid: sid.clone(),
+            resume_token: resume_token.clone(),
+            session_id,
+        };
+        (sid, resume_token, admit)
+    }
+
+    fn join(&mut self, who: usize, node: usize) {
+        let (sid, resume_token, admit) = self.admit_command(who, None, false);
+        let received = self.apply(node, admit);
         if let Some(old) = &self.clients[who] {
             if old.attached.is_some() {
                 assert_eq!(
@@ -1037,18 +1036,9 @@ impl World {
 
     fn resume(&mut self, who: usize, node: usize, resume: ResumeRequest, expired: bool) {
         let was_attached = self.clients[who].as_ref().unwrap().attached.is_some();
-        let received = self.apply(
-            node,
-            Command::Admit {
-                claims: Box::new(claims(who)),
-                resume: Some(resume.clone()),
-                // A participant the room still knows resumes even with an expired token.
-                token_expired: expired,
-                sid: "PA_unused".into(),
-                resume_token: "unused".into(),
-                session_id: "SE_unused".into(),
-            },
-        );
+        // A participant the room still knows resumes even with an expired token.
+        let (_, _, admit) = self.admit_command(who, Some(resume.clone()), expired);
+        let received = self.apply(node, admit);
         if was_attached {
             assert_eq!(
                 received.closed.get(&who),
