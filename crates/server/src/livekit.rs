@@ -4,7 +4,7 @@
 use livekit_protocol as lk;
 use roomstate_protocol::ParticipantInfo;
 
-use crate::rules::session::RoomSummary;
+use crate::rules::RoomSummary;
 
 pub fn room(name: &str, summary: &RoomSummary) -> lk::Room {
     lk::Room {

@@ -32,7 +32,7 @@ use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::rules::command::LogEntry;
 pub use crate::rules::command::{ParticipantChange, ResumeRequest};
-pub use crate::rules::session::RoomSummary;
+pub use crate::rules::RoomSummary;
 pub use crate::rules::{AdminError, Frame};
 use crate::rules::{AdminOutcome, Replica, Settings};
 use crate::webhook::Webhooks;

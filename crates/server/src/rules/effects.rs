@@ -1,13 +1,30 @@
 //! What applying an entry asks of the node that applied it: the rules decide, the room
 //! around them (`crate::room`) carries it out.
 
-use roomstate_protocol::{CloseReason, Entry, ErrorBody, ErrorCode, ParticipantInfo};
+use roomstate_protocol::{
+    CloseReason, Entry, ErrorBody, ErrorCode, Millis, ParticipantInfo, ServerMessage,
+};
 use serde::{Deserialize, Serialize};
-
-use super::session::RoomSummary;
 
 /// One frame's text, shared (not copied) by every queue it goes to.
 pub type Frame = axum::extract::ws::Utf8Bytes;
+
+/// A server message as the frame every recipient gets.
+pub fn frame(message: &ServerMessage) -> Frame {
+    serde_json::to_string(message)
+        .expect("server messages serialize")
+        .into()
+}
+
+/// A room as the server API lists it (and webhooks describe it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomSummary {
+    pub name: String,
+    pub session_id: String,
+    pub started_at: Millis,
+    pub metadata: String,
+    pub participants: usize,
+}
 
 /// Effects in the order they must be carried out: a connection closed before an event
 /// does not get that event, as the participant it belonged to had left.

@@ -21,7 +21,9 @@ use roomstate_protocol::{
 use serde::{Deserialize, Serialize};
 
 use command::{Command, LogEntry, ResumeRequest};
-pub use effects::{AdminError, AdminOutcome, Audience, Counter, Effect, Effects, Frame};
+pub use effects::{
+    frame, AdminError, AdminOutcome, Audience, Counter, Effect, Effects, Frame, RoomSummary,
+};
 use session::{CachedReply, Logged, Participant, Session};
 use store::{validate_key, Change};
 
@@ -840,11 +842,4 @@ fn keys_limit(what: &str, max: usize, actual: usize) -> ErrorBody {
     let mut error = ErrorBody::limit(Limit::Keys, max, actual);
     error.message = format!("{what} would be {actual}, the limit is {max} (limits.keys)");
     error
-}
-
-/// A server message as the frame every recipient gets.
-pub fn frame(message: &ServerMessage) -> Frame {
-    serde_json::to_string(message)
-        .expect("server messages serialize")
-        .into()
 }

@@ -12,19 +12,9 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::command::ResumeRequest;
-use super::effects::{Audience, Frame};
+use super::effects::{frame, Audience, Frame, RoomSummary};
 use super::observed::Observed;
 use super::store::Store;
-
-/// A room as the server API lists it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RoomSummary {
-    pub name: String,
-    pub session_id: String,
-    pub started_at: Millis,
-    pub metadata: String,
-    pub participants: usize,
-}
 
 /// One session: from the first participant's join to the last one's departure.
 #[derive(Serialize, Deserialize)]
@@ -257,7 +247,7 @@ impl Session {
         };
         let mut frames = Vec::new();
         if log_covers_gap {
-            frames.push(super::frame(&ServerMessage::Resumed(info)));
+            frames.push(frame(&ServerMessage::Resumed(info)));
             // Events and replies in the order they were first sent.
             let mut replies = replies.into_iter().peekable();
             // Each event goes to the keys observed when it happened, as it did live.
@@ -291,7 +281,7 @@ impl Session {
                 room_metadata: self.metadata.clone(),
                 entries: self.entries(&keys),
             });
-            frames.push(super::frame(&ServerMessage::Resumed(info)));
+            frames.push(frame(&ServerMessage::Resumed(info)));
             frames.extend(replies.into_iter().map(|reply| reply.frame.clone()));
         }
         frames
