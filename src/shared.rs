@@ -22,9 +22,6 @@ pub(crate) type Slot = Arc<ListenerSlot>;
 /// What the engine knows of the room.
 pub(crate) type State = EngineState<Slot>;
 
-/// One call on the app's room listener.
-type RoomCall = Box<dyn FnOnce(&dyn RoomListener) + Send>;
-
 /// The room's shared key-value store. Cheap to clone; every clone is the same store.
 /// Its operations are in `crate::room`.
 #[derive(Clone)]
@@ -78,51 +75,55 @@ impl Shared {
         if heard.is_empty() {
             return;
         }
-        let room_listener = self.room_listener.lock().clone();
+        let room = self.room_listener.lock().clone();
         for notification in heard {
-            if let Notification::KeyChanged {
-                listener,
-                key,
-                entry,
-            } = notification
-            {
-                self.dispatcher.key_changed(&listener, key, entry);
-                continue;
-            }
-            let Some(listener) = room_listener.clone() else {
-                continue;
-            };
-            let run = |call: RoomCall| self.dispatcher.run(move || call(listener.as_ref()));
             match notification {
+                Notification::KeyChanged {
+                    listener,
+                    key,
+                    entry,
+                } => self.dispatcher.key_changed(&listener, key, entry),
                 Notification::ConnectionState(state) => {
-                    run(Box::new(move |l| l.on_connection_state_changed(state)))
+                    self.call_room(&room, move |l| l.on_connection_state_changed(state))
                 }
                 Notification::SessionStoreAvailable => {
                     let store = SessionStore {
                         shared: Arc::clone(self),
                     };
-                    run(Box::new(move |l| l.on_session_store_available(store)))
+                    self.call_room(&room, move |l| l.on_session_store_available(store))
                 }
                 Notification::ParticipantJoined(who) => {
-                    run(Box::new(move |l| l.on_participant_joined(who)))
+                    self.call_room(&room, move |l| l.on_participant_joined(who))
                 }
                 Notification::ParticipantLeft(who) => {
-                    run(Box::new(move |l| l.on_participant_left(who)))
+                    self.call_room(&room, move |l| l.on_participant_left(who))
                 }
                 Notification::AttributesChanged(who, keys) => {
-                    run(Box::new(move |l| l.on_attributes_changed(who, keys)))
+                    self.call_room(&room, move |l| l.on_attributes_changed(who, keys))
                 }
                 Notification::MetadataChanged(who, old, new) => {
-                    run(Box::new(move |l| l.on_metadata_changed(who, old, new)))
+                    self.call_room(&room, move |l| l.on_metadata_changed(who, old, new))
                 }
                 Notification::NameChanged(who, old, new) => {
-                    run(Box::new(move |l| l.on_name_changed(who, old, new)))
+                    self.call_room(&room, move |l| l.on_name_changed(who, old, new))
                 }
                 Notification::RoomMetadataChanged(old, new) => {
-                    run(Box::new(move |l| l.on_room_metadata_changed(old, new)))
+                    self.call_room(&room, move |l| l.on_room_metadata_changed(old, new))
                 }
-                Notification::KeyChanged { .. } => unreachable!("handled above"),
             }
+        }
+    }
+
+    /// Queues `call` on the listener thread for the app's room listener, if the room
+    /// still holds one.
+    fn call_room(
+        &self,
+        listener: &Option<Arc<dyn RoomListener>>,
+        call: impl FnOnce(&dyn RoomListener) + Send + 'static,
+    ) {
+        if let Some(listener) = listener {
+            let listener = Arc::clone(listener);
+            self.dispatcher.run(move || call(listener.as_ref()));
         }
     }
 

@@ -208,25 +208,24 @@ impl SyscallCount {
         let output = self.perf.wait_with_output().ok()?;
         let text = String::from_utf8_lossy(&output.stderr);
         let mut counts = Syscalls::default();
-        let mut seen = 0;
+        let mut counted = false;
         // CSV: value,unit,event,...
         for line in text.lines() {
-            let fields: Vec<&str> = line.split(',').collect();
-            let (Some(value), Some(event)) = (fields.first(), fields.get(2)) else {
+            let mut fields = line.split(',');
+            let (Some(Ok(value)), Some(event)) =
+                (fields.next().map(str::parse::<u64>), fields.nth(1))
+            else {
                 continue;
             };
-            let Ok(value) = value.parse::<u64>() else {
-                continue;
-            };
-            seen += 1;
-            match *event {
+            match event {
                 "raw_syscalls:sys_enter" => counts.all = value,
                 "syscalls:sys_enter_recvfrom" => counts.reads = value,
                 event if SYSCALL_EVENTS.contains(&event) => counts.writes += value,
-                _ => seen -= 1,
+                _ => continue,
             }
+            counted = true;
         }
-        (seen > 0).then_some(counts)
+        counted.then_some(counts)
     }
 }
 

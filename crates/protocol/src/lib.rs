@@ -352,6 +352,14 @@ impl ErrorBody {
         }
     }
 
+    /// `Ok` while `actual` is within `max`; else `limit_exceeded` on `limit`.
+    pub fn within(limit: Limit, max: usize, actual: usize) -> Result<(), Self> {
+        if actual > max {
+            return Err(Self::limit(limit, max, actual));
+        }
+        Ok(())
+    }
+
     pub fn conflict(current: Entry, expected: u64) -> Self {
         ErrorBody {
             code: ErrorCode::Conflict,

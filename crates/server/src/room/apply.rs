@@ -30,15 +30,7 @@ impl Room {
         let had_session = state.replica.session().is_some();
         let effects = state.replica.apply(entry, own);
         let has_session = state.replica.session().is_some();
-        match (had_session, has_session) {
-            (false, true) => {
-                self.node.metrics.rooms.inc();
-            }
-            (true, false) => {
-                self.node.metrics.rooms.dec();
-            }
-            _ => {}
-        }
+        self.count_session(had_session, has_session);
         self.carry_out(state, effects);
         if own {
             // Whoever waited and got no answer (the room was gone) stops waiting.

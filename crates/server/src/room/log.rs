@@ -265,9 +265,7 @@ impl Room {
         }
         state.log_reset = false;
         state.ahead.clear();
-        if state.replica.session().is_some() {
-            self.node.metrics.rooms.dec();
-        }
+        let had_session = state.replica.session().is_some();
         state.connections.close_all(
             CloseReason::Unavailable,
             "this node fell behind the room's history; resume to catch up",
@@ -279,10 +277,10 @@ impl Room {
         }
         state.applied = position;
         state.loaded = true;
+        self.count_session(had_session, state.replica.session().is_some());
         let Some(session) = state.replica.session() else {
             return;
         };
-        self.node.metrics.rooms.inc();
         // Participants of this node wait to resume; if they do not, they depart.
         for (sid, epoch) in session.connected_through(&self.node.id) {
             self.start_grace(sid, epoch);

@@ -155,4 +155,18 @@ impl Room {
     fn config(&self) -> &ServerConfig {
         &self.node.config
     }
+
+    /// Keeps the `rooms` gauge (rooms with a session on this node) in step with this
+    /// room's replica, whose session came or went.
+    fn count_session(&self, had: bool, has: bool) {
+        match (had, has) {
+            (false, true) => {
+                self.node.metrics.rooms.inc();
+            }
+            (true, false) => {
+                self.node.metrics.rooms.dec();
+            }
+            _ => {}
+        }
+    }
 }

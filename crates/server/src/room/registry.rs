@@ -229,10 +229,9 @@ impl Room {
             return;
         }
         state.removed = true;
-        if state.replica.session().is_some() {
-            state.replica.clear();
-            self.node.metrics.rooms.dec();
-        }
+        let had_session = state.replica.session().is_some();
+        state.replica.clear();
+        self.count_session(had_session, false);
         if rooms
             .get(&self.name)
             .is_some_and(|room| Arc::ptr_eq(room, self))

@@ -398,13 +398,8 @@ impl Applying<'_> {
             }
             Command::SetRoomMetadata { metadata } => {
                 let limit = self.limits().metadata_bytes;
-                if metadata.len() > limit {
-                    return Err(AdminError::Refused(ErrorBody::limit(
-                        Limit::MetadataBytes,
-                        limit,
-                        metadata.len(),
-                    )));
-                }
+                ErrorBody::within(Limit::MetadataBytes, limit, metadata.len())
+                    .map_err(AdminError::Refused)?;
                 session.metadata = metadata.clone();
                 let seq = session.next_seq();
                 self.emit(
@@ -755,23 +750,11 @@ pub fn apply_participant_update(
     limits: &Limits,
 ) -> Result<(), ErrorBody> {
     if let Some(metadata) = metadata {
-        if metadata.len() > limits.metadata_bytes {
-            return Err(ErrorBody::limit(
-                Limit::MetadataBytes,
-                limits.metadata_bytes,
-                metadata.len(),
-            ));
-        }
+        ErrorBody::within(Limit::MetadataBytes, limits.metadata_bytes, metadata.len())?;
         info.metadata = metadata;
     }
     if let Some(name) = name {
-        if name.len() > limits.name_bytes {
-            return Err(ErrorBody::limit(
-                Limit::NameBytes,
-                limits.name_bytes,
-                name.len(),
-            ));
-        }
+        ErrorBody::within(Limit::NameBytes, limits.name_bytes, name.len())?;
         info.name = name;
     }
     if let Some(attributes) = attributes {
@@ -782,13 +765,7 @@ pub fn apply_participant_update(
                     "attribute keys are non-empty",
                 ));
             }
-            if key.len() > limits.key_bytes {
-                return Err(ErrorBody::limit(
-                    Limit::KeyBytes,
-                    limits.key_bytes,
-                    key.len(),
-                ));
-            }
+            ErrorBody::within(Limit::KeyBytes, limits.key_bytes, key.len())?;
             if value.is_empty() {
                 info.attributes.remove(&key);
             } else {
@@ -801,13 +778,7 @@ pub fn apply_participant_update(
             .iter()
             .map(|(key, value)| key.len() + value.len())
             .sum();
-        if total > limits.attributes_bytes {
-            return Err(ErrorBody::limit(
-                Limit::AttributesBytes,
-                limits.attributes_bytes,
-                total,
-            ));
-        }
+        ErrorBody::within(Limit::AttributesBytes, limits.attributes_bytes, total)?;
     }
     Ok(())
 }

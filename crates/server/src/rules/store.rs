@@ -116,13 +116,7 @@ impl Store {
         let value_bytes = serde_json::to_string(&value)
             .expect("a JSON value serializes")
             .len();
-        if value_bytes > limits.value_bytes {
-            return Err(ErrorBody::limit(
-                Limit::ValueBytes,
-                limits.value_bytes,
-                value_bytes,
-            ));
-        }
+        ErrorBody::within(Limit::ValueBytes, limits.value_bytes, value_bytes)?;
         if old_bytes == 0 && self.entries.len() >= limits.keys {
             return Err(ErrorBody::limit(
                 Limit::Keys,
@@ -131,13 +125,7 @@ impl Store {
             ));
         }
         let new_total = self.total_bytes - old_bytes + key.len() + value_bytes;
-        if new_total > limits.store_bytes {
-            return Err(ErrorBody::limit(
-                Limit::StoreBytes,
-                limits.store_bytes,
-                new_total,
-            ));
-        }
+        ErrorBody::within(Limit::StoreBytes, limits.store_bytes, new_total)?;
         self.total_bytes = new_total;
         let written = Entry {
             key: key.to_string(),
@@ -168,14 +156,7 @@ pub fn validate_key(key: &str, limits: &Limits) -> Result<(), ErrorBody> {
             format!("{key:?} is not a valid key: keys are non-empty and \"*\" is reserved"),
         ));
     }
-    if key.len() > limits.key_bytes {
-        return Err(ErrorBody::limit(
-            Limit::KeyBytes,
-            limits.key_bytes,
-            key.len(),
-        ));
-    }
-    Ok(())
+    ErrorBody::within(Limit::KeyBytes, limits.key_bytes, key.len())
 }
 
 #[cfg(test)]
