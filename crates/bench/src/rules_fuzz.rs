@@ -17,10 +17,9 @@ use std::sync::Arc;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use roomstate_protocol::{Claims, ClientMessage, Limits, ServerMessage, VideoGrant};
-use roomstate_server::room::{Admission, Connection, Node, QueuedBytes, Room, Rooms};
+use roomstate_server::room::{Admission, Connection, Frame, Node, Outbox, Outgoing, Room, Rooms};
 use roomstate_server::ServerConfig;
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
 
 use crate::fuzz::{Mutator, Report, FRAMES};
 
@@ -32,19 +31,17 @@ struct Member {
     sid: String,
     epoch: u64,
     connection: Connection,
-    frames: mpsc::Receiver<roomstate_server::room::Frame>,
-    queued: QueuedBytes,
-    closed: watch::Receiver<Option<roomstate_server::room::Closing>>,
+    outbox: Arc<Outbox>,
+    /// Set once the room closed the connection.
+    cut: Option<roomstate_server::room::Closing>,
     next_id: u64,
     last_seq: u64,
 }
 
 async fn join(rooms: &Rooms, identity: &str) -> Result<Member, String> {
     let config = rooms.config();
-    let (frames_tx, frames) = mpsc::channel(config.outbound_queue);
-    let (close_tx, closed) = watch::channel(None);
-    let queued = QueuedBytes::new(config.outbound_queue_bytes);
-    let connection = Connection::new(frames_tx, Arc::new(close_tx), queued.clone());
+    let outbox = Outbox::new(config.outbound_queue, config.outbound_queue_bytes);
+    let connection = Connection::new(outbox.clone());
     let claims = Claims {
         sub: identity.into(),
         video: VideoGrant {
@@ -70,9 +67,8 @@ async fn join(rooms: &Rooms, identity: &str) -> Result<Member, String> {
         sid: admitted.sid,
         epoch: admitted.epoch,
         connection,
-        frames,
-        queued,
-        closed,
+        outbox,
+        cut: None,
         next_id: 1,
         last_seq: 0,
     };
@@ -87,8 +83,19 @@ async fn join(rooms: &Rooms, identity: &str) -> Result<Member, String> {
 /// Takes what the room queued for `member`, as its writer would; checks each frame.
 fn drain(member: &mut Member, name: &str, failures: &mut Vec<String>) -> Vec<ServerMessage> {
     let mut received = Vec::new();
-    while let Ok(frame) = member.frames.try_recv() {
-        member.queued.written(frame.len());
+    let mut frames = Vec::new();
+    while let Some(outgoing) = member.outbox.take(usize::MAX, usize::MAX) {
+        match outgoing {
+            Outgoing::Frames(wire) => frames.extend(wire),
+            Outgoing::Close(closing) => member.cut = Some(closing),
+            Outgoing::End => break,
+        }
+    }
+    for wire in frames {
+        let Some(frame) = Frame::from_wire(wire) else {
+            failures.push(format!("{name} got a frame that is not a text frame"));
+            continue;
+        };
         match serde_json::from_str::<ServerMessage>(frame.as_str()) {
             Ok(message) => {
                 if let Some(seq) = message.seq() {
@@ -96,8 +103,9 @@ fn drain(member: &mut Member, name: &str, failures: &mut Vec<String>) -> Vec<Ser
                     // the same seq cannot exist, so strictly increasing holds for all.
                     if seq <= member.last_seq {
                         failures.push(format!(
-                            "{name} got seq {seq} after {}: {frame:.200}",
-                            member.last_seq
+                            "{name} got seq {seq} after {}: {:.200}",
+                            member.last_seq,
+                            frame.as_str()
                         ));
                     }
                     member.last_seq = seq;
@@ -105,7 +113,8 @@ fn drain(member: &mut Member, name: &str, failures: &mut Vec<String>) -> Vec<Ser
                 received.push(message);
             }
             Err(error) => failures.push(format!(
-                "{name} got an undecodable frame ({error}): {frame:.200}"
+                "{name} got an undecodable frame ({error}): {:.200}",
+                frame.as_str()
             )),
         }
     }
@@ -275,7 +284,7 @@ pub async fn fuzz_rules(iterations: u64, seed: u64, report: &mut Report) {
                     failures.push(format!("request {id} was answered {answers} times"));
                 }
             }
-            if other.closed.borrow().is_some() {
+            if other.cut.is_some() {
                 failures.push(format!("{name} was cut"));
             }
         }

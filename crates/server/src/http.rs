@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Query, Request, State, WebSocketUpgrade};
+use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +19,7 @@ use crate::auth::Authenticator;
 use crate::budget::AddressBudget;
 use crate::connection;
 use crate::room::{Admission, ResumeRequest, Rooms};
+use crate::websocket::Upgrade;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -96,7 +97,7 @@ async fn rtc(
     params: Result<Query<ConnectParams>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     address: Option<Extension<AddressBudget>>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Upgrade,
 ) -> Response {
     let admission = match admit(&state, params.map(|Query(params)| params), &headers) {
         Ok(admission) => admission,
@@ -116,22 +117,14 @@ async fn rtc(
     };
     let frame_bytes = state.rooms.config().limits.frame_bytes;
     let rooms = state.rooms.clone();
-    upgrade
-        // tungstenite's defaults (128 KiB each) would make every idle connection cost
-        // 256 KiB; frames here are small, and larger ones still fit (buffers grow).
-        // Clients send small requests: a 1 KiB read buffer saves 3 KB per connection.
-        .read_buffer_size(1024)
-        .write_buffer_size(4096)
-        .max_message_size(frame_bytes)
-        .max_frame_size(frame_bytes)
-        .on_upgrade(move |socket| {
-            connection::serve(
-                socket,
-                rooms,
-                admission,
-                address.map(|Extension(budget)| budget),
-            )
-        })
+    upgrade.accept(frame_bytes, move |socket| {
+        connection::serve(
+            socket,
+            rooms,
+            admission,
+            address.map(|Extension(budget)| budget),
+        )
+    })
 }
 
 fn admit(

@@ -66,7 +66,7 @@ pub async fn serve(
             router.clone().call(request)
         });
         tokio::spawn(async move {
-            let io = TokioIo::new(Counted { tcp, _slot: slot });
+            let io = TokioIo::new(Counted { tcp, slot });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
@@ -139,7 +139,7 @@ impl OpenPerAddress {
 }
 
 /// One open socket of an address; released when the socket is dropped.
-struct Slot {
+pub(crate) struct Slot {
     open: Arc<OpenPerAddress>,
     address: IpAddr,
     budget: Option<AddressBudget>,
@@ -159,9 +159,16 @@ impl Drop for Slot {
 
 /// A socket that holds its address's slot for as long as it lives, through a WebSocket
 /// upgrade too (hyper hands this same object to the upgraded connection).
-struct Counted {
+pub(crate) struct Counted {
     tcp: TcpStream,
-    _slot: Slot,
+    slot: Slot,
+}
+
+impl Counted {
+    /// The socket, and the slot it must hold for as long as it is open.
+    pub(crate) fn into_parts(self) -> (TcpStream, Slot) {
+        (self.tcp, self.slot)
+    }
 }
 
 impl AsyncRead for Counted {

@@ -293,7 +293,9 @@ fn events(effects: &Effects) -> Vec<(Audience, String)> {
     effects
         .iter()
         .filter_map(|effect| match effect {
-            Effect::Event { audience, frame } => Some((audience.clone(), frame.to_string())),
+            Effect::Event { audience, frame } => {
+                Some((audience.clone(), frame.as_str().to_string()))
+            }
             _ => None,
         })
         .collect()

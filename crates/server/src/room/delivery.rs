@@ -1,54 +1,146 @@
 //! The connections of a room's participants that this node holds, and queueing frames
 //! to them.
 
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
+use bytes::Bytes;
+use parking_lot::Mutex;
 use roomstate_protocol::CloseReason;
 use rustc_hash::FxHashMap;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::Notify;
 
 use crate::rules::{Audience, Frame};
 
-/// The room's handle on one WebSocket connection.
+/// The room's handle on one WebSocket connection: its outbox.
 #[derive(Clone)]
 pub struct Connection {
-    frames: mpsc::Sender<Frame>,
-    close: Arc<watch::Sender<Option<Closing>>>,
-    queued: QueuedBytes,
+    outbox: Arc<Outbox>,
 }
 
-/// The bytes of a connection's frames queued but not yet written, shared by the room
-/// (which adds) and the connection's writer (which takes away): with the queue's frame
-/// count, this bounds what a client that does not read can make the server hold.
-#[derive(Clone)]
-pub struct QueuedBytes {
-    bytes: Arc<AtomicUsize>,
-    max: usize,
+/// What is waiting to be written to one connection, shared by whoever queues (the room,
+/// the connection's reader) and the connection's writer. Bounded in frames and in bytes,
+/// so a client that does not read cannot make the server hold more; empty, it holds no
+/// allocation.
+pub struct Outbox {
+    queue: Mutex<Queue>,
+    /// Wakes the writer.
+    ready: Notify,
+    max_frames: usize,
+    max_bytes: usize,
 }
 
-impl QueuedBytes {
-    pub fn new(max: usize) -> Self {
-        QueuedBytes {
-            bytes: Arc::default(),
-            max,
-        }
+#[derive(Default)]
+struct Queue {
+    /// Encoded frames (text or control), in order.
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+    /// Set when the connection is to be closed: the writer says goodbye and stops.
+    closing: Option<Closing>,
+    /// Nothing more will be queued: the writer stops once the queue is written.
+    ended: bool,
+}
+
+/// What the writer is to do next.
+pub enum Outgoing {
+    /// Write these frames (encoded), in order.
+    Frames(Vec<Bytes>),
+    /// Say goodbye and close.
+    Close(Closing),
+    /// Everything is written and nothing more will come: close.
+    End,
+}
+
+impl Outbox {
+    pub fn new(max_frames: usize, max_bytes: usize) -> Arc<Self> {
+        Arc::new(Outbox {
+            queue: Mutex::default(),
+            ready: Notify::new(),
+            max_frames,
+            max_bytes,
+        })
     }
 
-    /// Counts `len` more bytes in; false (nothing counted) past the budget, unless the
-    /// queue is empty: one frame always fits.
-    fn admit(&self, len: usize) -> bool {
-        let queued = self.bytes.load(Relaxed);
-        if queued > 0 && queued + len > self.max {
+    /// Queues an encoded frame; `false` (nothing queued) when the queue is full, in
+    /// frames or in bytes, except that one frame always fits an empty queue.
+    pub fn push(&self, wire: Bytes) -> bool {
+        let mut queue = self.queue.lock();
+        if queue.ended || queue.closing.is_some() {
+            // The connection is on its way out; the reader reports it closed.
+            return true;
+        }
+        let empty = queue.frames.is_empty();
+        if !empty
+            && (queue.frames.len() >= self.max_frames || queue.bytes + wire.len() > self.max_bytes)
+        {
             return false;
         }
-        self.bytes.fetch_add(len, Relaxed);
+        queue.bytes += wire.len();
+        queue.frames.push_back(wire);
+        drop(queue);
+        if empty {
+            self.ready.notify_one();
+        }
         true
     }
 
-    /// `len` bytes were written (or dropped).
-    pub fn written(&self, len: usize) {
-        self.bytes.fetch_sub(len, Relaxed);
+    /// Asks the writer to close the connection, saying why; the first reason stands
+    /// unless `replace`.
+    pub fn close(&self, closing: Closing, replace: bool) {
+        let mut queue = self.queue.lock();
+        if replace || queue.closing.is_none() {
+            queue.closing = Some(closing);
+        }
+        drop(queue);
+        self.ready.notify_one();
+    }
+
+    /// Nothing more will be queued.
+    pub fn end(&self) {
+        self.queue.lock().ended = true;
+        self.ready.notify_one();
+    }
+
+    /// The next thing to write: up to `max_frames` queued frames (fewer if they pass
+    /// `max_bytes`, at least one), waiting until there is something.
+    pub async fn next(&self, max_frames: usize, max_bytes: usize) -> Outgoing {
+        loop {
+            let notified = self.ready.notified();
+            if let Some(outgoing) = self.take(max_frames, max_bytes) {
+                return outgoing;
+            }
+            notified.await;
+        }
+    }
+
+    /// Like [`Outbox::next`], without waiting: `None` when there is nothing to do.
+    pub fn take(&self, max_frames: usize, max_bytes: usize) -> Option<Outgoing> {
+        let mut queue = self.queue.lock();
+        if let Some(closing) = queue.closing.take() {
+            queue.frames = VecDeque::new();
+            queue.bytes = 0;
+            queue.ended = true;
+            return Some(Outgoing::Close(closing));
+        }
+        if queue.frames.is_empty() {
+            return queue.ended.then_some(Outgoing::End);
+        }
+        let mut count = 0;
+        let mut bytes = 0;
+        for frame in &queue.frames {
+            if count == max_frames || (count > 0 && bytes + frame.len() > max_bytes) {
+                break;
+            }
+            count += 1;
+            bytes += frame.len();
+        }
+        let frames: Vec<Bytes> = queue.frames.drain(..count).collect();
+        queue.bytes -= bytes;
+        if queue.frames.is_empty() {
+            // A burst's capacity is not kept for an idle connection.
+            queue.frames = VecDeque::new();
+        }
+        Some(Outgoing::Frames(frames))
     }
 }
 
@@ -60,40 +152,27 @@ pub struct Closing {
 }
 
 impl Connection {
-    pub fn new(
-        frames: mpsc::Sender<Frame>,
-        close: Arc<watch::Sender<Option<Closing>>>,
-        queued: QueuedBytes,
-    ) -> Self {
-        Connection {
-            frames,
-            close,
-            queued,
-        }
+    pub fn new(outbox: Arc<Outbox>) -> Self {
+        Connection { outbox }
     }
 
     /// Queues a frame; `false` when the queue is full, in frames or in bytes (the
     /// connection is too slow).
     pub fn send(&self, frame: &Frame) -> bool {
-        if !self.queued.admit(frame.len()) {
-            return false;
-        }
-        match self.frames.try_send(frame.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.queued.written(frame.len());
-                false
-            }
-            // The writer is gone; the reader will report the connection closed.
-            Err(mpsc::error::TrySendError::Closed(_)) => true,
-        }
+        self.outbox.push(frame.wire().clone())
+    }
+
+    /// Queues a control frame (a pong), if the queue has room.
+    pub fn send_control(&self, wire: Bytes) {
+        self.outbox.push(wire);
     }
 
     pub fn close(&self, reason: CloseReason, message: impl Into<String>) {
-        self.close.send_replace(Some(Closing {
+        let closing = Closing {
             reason,
             message: message.into(),
-        }));
+        };
+        self.outbox.close(closing, true);
     }
 }
 

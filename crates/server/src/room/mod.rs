@@ -37,7 +37,7 @@ pub use crate::rules::{AdminError, Frame};
 use crate::rules::{AdminOutcome, Replica, Settings};
 use crate::webhook::Webhooks;
 use delivery::Connections;
-pub use delivery::{Closing, Connection, QueuedBytes};
+pub use delivery::{Closing, Connection, Outbox, Outgoing};
 pub use registry::{Admission, Admitted, NotAdmitted, RoomUse, Rooms};
 
 /// What every room of a node shares.

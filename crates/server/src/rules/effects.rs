@@ -6,14 +6,11 @@ use roomstate_protocol::{
 };
 use serde::{Deserialize, Serialize};
 
-/// One frame's text, shared (not copied) by every queue it goes to.
-pub type Frame = axum::extract::ws::Utf8Bytes;
+pub use crate::websocket::Frame;
 
 /// A server message as the frame every recipient gets.
 pub fn frame(message: &ServerMessage) -> Frame {
-    serde_json::to_string(message)
-        .expect("server messages serialize")
-        .into()
+    Frame::json(message)
 }
 
 /// A room as the server API lists it (and webhooks describe it).

@@ -79,7 +79,7 @@ mod frame_text {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Frame, D::Error> {
-        String::deserialize(deserializer).map(Frame::from)
+        String::deserialize(deserializer).map(|text| Frame::text(&text))
     }
 }
 

@@ -16,3 +16,4 @@ mod server_api;
 mod sessions;
 mod store;
 mod tls;
+mod websocket;

@@ -1,0 +1,185 @@
+//! The server's WebSocket on the wire (its own framing, crates/server/src/websocket):
+//! what clients other than the engine may send, and what a broken client gets.
+
+use futures_util::{SinkExt, StreamExt};
+use roomstate_protocol::ServerMessage;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::auth_and_limits::raw_join;
+use crate::harness::{Client, Heard, TestServer, Token, PATIENCE};
+
+#[tokio::test]
+async fn fragments_pings_and_the_closing_handshake_follow_rfc_6455() {
+    let server = TestServer::start();
+    let mut socket = raw_join(&server, "alice").await;
+    // One request in three fragments, a ping between the first two.
+    let request = json!({"type": "get", "id": 7, "keys": ["k"]}).to_string();
+    let (first, rest) = request.split_at(5);
+    let (second, third) = rest.split_at(10);
+    let text = OpCode::Data(Data::Text);
+    let more = OpCode::Data(Data::Continue);
+    socket
+        .send(Message::Frame(Frame::message(
+            first.to_owned(),
+            text,
+            false,
+        )))
+        .await
+        .unwrap();
+    socket
+        .send(Message::Ping("are you there".into()))
+        .await
+        .unwrap();
+    socket
+        .send(Message::Frame(Frame::message(
+            second.to_owned(),
+            more,
+            false,
+        )))
+        .await
+        .unwrap();
+    socket
+        .send(Message::Frame(Frame::message(third.to_owned(), more, true)))
+        .await
+        .unwrap();
+    let mut pong = None;
+    let reply = loop {
+        let frame = tokio::time::timeout(PATIENCE, socket.next())
+            .await
+            .expect("an answer in time")
+            .expect("the connection is open")
+            .unwrap();
+        match frame {
+            Message::Pong(payload) => pong = Some(payload),
+            Message::Text(text) => break serde_json::from_str::<ServerMessage>(&text).unwrap(),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(
+        pong.as_deref(),
+        Some(&b"are you there"[..]),
+        "the ping answered first"
+    );
+    let ServerMessage::Reply(reply) = reply else {
+        panic!("expected the reply, got {reply:?}");
+    };
+    assert_eq!(reply.id, 7);
+    // The client closes; the server answers with its own close frame and hangs up.
+    socket
+        .send(Message::Close(Some(CloseFrame {
+            code: 1000u16.into(),
+            reason: "bye".into(),
+        })))
+        .await
+        .unwrap();
+    let mut closed_with = None;
+    while let Some(Ok(frame)) = tokio::time::timeout(PATIENCE, socket.next()).await.unwrap() {
+        if let Message::Close(frame) = frame {
+            closed_with = frame.map(|frame| u16::from(frame.code));
+        }
+    }
+    assert_eq!(closed_with, Some(1000));
+}
+
+/// Opens a WebSocket by hand (for frames no client library would send) and reads up to
+/// and including the `joined` frame.
+async fn handshake_by_hand(server: &TestServer, identity: &str) -> TcpStream {
+    let mut socket = TcpStream::connect(server.addr).await.unwrap();
+    let request = format!(
+        "GET /rtc?protocol=1&access_token={} HTTP/1.1\r\nHost: localhost\r\n\
+         Connection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        Token::new("r", identity).sign()
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("\"type\":\"joined\"") {
+        let mut byte = [0; 1];
+        socket.read_exact(&mut byte).await.unwrap();
+        seen.push(byte[0]);
+    }
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(seen.starts_with("HTTP/1.1 101"), "{seen}");
+    // RFC 6455's own example key and accept value.
+    assert!(
+        seen.to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{seen}"
+    );
+    socket
+}
+
+/// Reads until the server hangs up; what it sent meanwhile.
+async fn read_to_end(socket: &mut TcpStream) -> Vec<u8> {
+    let mut rest = Vec::new();
+    tokio::time::timeout(PATIENCE, socket.read_to_end(&mut rest))
+        .await
+        .expect("the server hangs up")
+        .ok();
+    rest
+}
+
+#[tokio::test]
+async fn a_client_that_breaks_the_framing_is_let_go_and_the_room_goes_on() {
+    let server = TestServer::start();
+    let bob = Client::join(&server.url(), &Token::new("r", "bob")).await;
+    let cases: [(&str, Vec<u8>); 3] = [
+        // Client frames must be masked.
+        ("unmasked", vec![0x81, 2, b'h', b'i']),
+        // A reserved opcode.
+        ("reserved", vec![0x83, 0x80, 0, 0, 0, 0]),
+        // A continuation with nothing to continue.
+        ("continuation", vec![0x80, 0x80, 0, 0, 0, 0]),
+    ];
+    for (identity, frame) in cases {
+        let mut socket = handshake_by_hand(&server, identity).await;
+        bob.heard.wait_for(Heard::Joined(identity.into())).await;
+        socket.write_all(&frame).await.unwrap();
+        read_to_end(&mut socket).await;
+    }
+    // The room is intact: bob still reads and writes.
+    bob.store().set("k", json!("v")).await.unwrap();
+    let entry = bob
+        .store()
+        .get("k")
+        .await
+        .unwrap()
+        .expect("the value just set");
+    assert_eq!(entry.value, json!("v"));
+}
+
+#[tokio::test]
+async fn requests_that_are_not_websocket_handshakes_are_refused_plainly() {
+    let server = TestServer::start();
+    let url = format!(
+        "{}/rtc?protocol=1&access_token={}",
+        server.http_url(),
+        Token::new("r", "alice").sign()
+    );
+    let client = reqwest::Client::new();
+    let status = |request: reqwest::RequestBuilder| async move {
+        let response = request.send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    let (code, body) = status(client.get(&url)).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("Connection"), "{body}");
+    let upgrade = |request: reqwest::RequestBuilder| {
+        request
+            .header("Connection", "Upgrade")
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+    };
+    let (code, body) = status(upgrade(client.get(&url)).header("Sec-WebSocket-Version", "8")).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("Version"), "{body}");
+    let (code, body) =
+        status(upgrade(client.post(&url)).header("Sec-WebSocket-Version", "13")).await;
+    assert_eq!(code, 405, "{body}");
+}
