@@ -18,7 +18,7 @@ pub mod metrics;
 pub mod room;
 pub mod rules;
 pub mod webhook;
-mod websocket;
+pub mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -19,7 +19,7 @@ use super::write::Writer;
 use crate::listener::{Counted, Slot};
 
 /// A request to open a WebSocket, checked.
-pub struct Upgrade {
+pub(crate) struct Upgrade {
     key: HeaderValue,
     on_upgrade: OnUpgrade,
 }
@@ -93,7 +93,7 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
 }
 
 /// An open WebSocket: the TCP socket's two halves, and its address's connection slot.
-pub struct Socket {
+pub(crate) struct Socket {
     pub reader: Reader,
     pub writer: Writer,
     /// Held for as long as the connection is served.

@@ -11,6 +11,6 @@ mod read;
 mod write;
 
 pub use frame::{close, pong, Frame};
-pub use handshake::{Socket, Upgrade};
+pub(crate) use handshake::{Socket, Upgrade};
 pub use read::{Incoming, ReadError, Reader};
 pub use write::Writer;
