@@ -73,4 +73,20 @@ if w2:
     finish(figure, axes, "W2: 10 writers, 10 observers of every key", "deliveries per second",
            "p99 delivery latency (ms)", "w2-throughput.png")
 
+w4 = results.get("idle_connections", [])
+if w4:
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    counts = sorted({r["connections"] for r in w4})
+    systems = [system for system in colors if any(r["system"] == system for r in w4)]
+    width = 0.8 / len(systems)
+    for i, system in enumerate(systems):
+        by_count = {r["connections"]: r["bytes_per_connection"] for r in w4 if r["system"] == system}
+        axes.bar([c + (i - (len(systems) - 1) / 2) * width for c in range(len(counts))],
+                 [by_count.get(count, 0) for count in counts], width, color=colors[system], label=labels[system])
+    axes.set_xticks(range(len(counts)), [f"{count:,} connections" for count in counts])
+    axes.axhline(8192, color="#cc0000", linewidth=0.8, linestyle=":")
+    axes.set_ylim(0, max(r["bytes_per_connection"] for r in w4) * 1.45)  # room for the legend
+    finish(figure, axes, "W4: idle connections (rooms of 50, one key observed)", "",
+           "resident bytes per idle connection", "w4-idle-memory.png")
+
 print("plots written to", out)
