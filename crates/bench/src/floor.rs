@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use roomstate_server::room::{Outbox, Outgoing};
-use roomstate_server::websocket::{Frame, Incoming, Reader, Writer};
+use roomstate_server::websocket::{self, Frame, Incoming, Reader, Writer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -39,7 +39,7 @@ pub async fn serve() {
                 observers.lock().push(outbox.clone());
                 tokio::spawn(write_frames(writer, outbox.clone()));
                 while reader.next().await.is_ok() {}
-                outbox.end();
+                outbox.end(websocket::close(1000, ""));
             } else {
                 while let Ok(message) = reader.next().await {
                     if let Incoming::Text(text) = message {

@@ -19,6 +19,10 @@ const WRITE_BATCH: usize = 64;
 /// Bytes written per system call at most (a frame larger than this goes alone).
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
+/// Close codes of RFC 6455 (section 7.4.1) the server sends without a goodbye.
+const NORMAL_CLOSURE: u16 = 1000;
+const PROTOCOL_ERROR: u16 = 1002;
+
 /// A client frame above this many bytes is heavy: it is parsed off the runtime's
 /// workers, and the reader yields after it.
 const HEAVY_FRAME_BYTES: usize = 8 * 1024;
@@ -66,19 +70,23 @@ pub async fn serve(
         outbox.clone(),
         rooms.clone(),
     ));
-    let ended_by_client = tokio::select! {
-        _ = &mut writing => false,
-        closing = read_frames(&mut reader, &rooms, &admitted.room, &admitted.sid, epoch, &own, address.as_ref()) => {
-            if let Some(closing) = closing {
-                // The first reason stands: a slow consumer cut by the room stays one,
-                // even if its reads then time out too.
-                outbox.close(closing, false);
+    let (ended_by_client, farewell) = tokio::select! {
+        _ = &mut writing => (false, None),
+        ended = read_frames(&mut reader, &rooms, &admitted.room, &admitted.sid, epoch, &own, address.as_ref()) => {
+            match ended {
+                ReadEnd::Gone => (true, None),
+                ReadEnd::Closing(closing) => {
+                    // The first reason stands: a slow consumer cut by the room stays
+                    // one, even if its reads then time out too.
+                    outbox.close(closing, false);
+                    (true, None)
+                }
+                ReadEnd::Violation(violation) => (true, Some(websocket::close(PROTOCOL_ERROR, violation))),
             }
-            true
         }
     };
     admitted.room.connection_closed(&admitted.sid, epoch);
-    outbox.end();
+    outbox.end(farewell.unwrap_or_else(|| websocket::close(NORMAL_CLOSURE, "")));
     if ended_by_client {
         // Nothing more is queued, so the writer ends once the queue is out.
         let _ = writing.await;
@@ -86,7 +94,17 @@ pub async fn serve(
     rooms.metrics().connections.dec();
 }
 
-/// Reads until the client goes away; returns how to close, if the server decides to.
+/// How reading a connection ended.
+enum ReadEnd {
+    /// The client closed, or the connection is gone.
+    Gone,
+    /// The server closes it, saying why (a goodbye, then a close frame).
+    Closing(Closing),
+    /// The client broke RFC 6455: a close frame (1002) names the violation.
+    Violation(&'static str),
+}
+
+/// Reads until the client goes away, or the server decides to close.
 async fn read_frames(
     reader: &mut Reader,
     rooms: &Rooms,
@@ -95,20 +113,20 @@ async fn read_frames(
     epoch: u64,
     own: &Connection,
     address: Option<&AddressBudget>,
-) -> Option<Closing> {
+) -> ReadEnd {
     let idle_timeout = rooms.config().idle_timeout();
     let mut budget = InboundBudget::new(rooms.config().client_rate());
     loop {
         let message = match tokio::time::timeout(idle_timeout, reader.next()).await {
             Err(_) => {
-                return Some(Closing {
+                return ReadEnd::Closing(Closing {
                     reason: CloseReason::IdleTimeout,
                     message: format!("no frame for {idle_timeout:?} (the idle timeout)"),
                 })
             }
             Ok(Err(error)) => {
                 tracing::debug!(%sid, %error, "websocket read failed");
-                return too_large(error, rooms.config().limits.frame_bytes);
+                return read_failed(error, rooms.config().limits.frame_bytes);
             }
             Ok(Ok(message)) => message,
         };
@@ -130,7 +148,7 @@ async fn read_frames(
                 );
                 continue;
             }
-            Incoming::Close(_) => return None,
+            Incoming::Close(_) => return ReadEnd::Gone,
             Incoming::Ping(payload) => {
                 // A client that pings and does not read loses pongs, not memory.
                 own.send_control(websocket::pong(&payload));
@@ -184,14 +202,18 @@ fn frame_len(message: &Incoming) -> usize {
     }
 }
 
-/// A read that failed because the client's message was over `frame_bytes` ends with a
-/// goodbye saying so (close code 1009); other read errors (a protocol violation, a
-/// connection gone) end the connection without one.
-fn too_large(error: ReadError, frame_bytes: usize) -> Option<Closing> {
-    matches!(error, ReadError::TooLarge(_)).then(|| Closing {
-        reason: CloseReason::FrameTooLarge,
-        message: format!("a frame was larger than {frame_bytes} bytes (limits.frame_bytes)"),
-    })
+/// How a failed read ends the connection: a message over `frame_bytes` with a goodbye
+/// saying so (close code 1009), a protocol violation with a close frame naming it (1002),
+/// a connection that is gone silently.
+fn read_failed(error: ReadError, frame_bytes: usize) -> ReadEnd {
+    match error {
+        ReadError::TooLarge(_) => ReadEnd::Closing(Closing {
+            reason: CloseReason::FrameTooLarge,
+            message: format!("a frame was larger than {frame_bytes} bytes (limits.frame_bytes)"),
+        }),
+        ReadError::Protocol(violation) => ReadEnd::Violation(violation),
+        ReadError::Ended | ReadError::Io(_) => ReadEnd::Gone,
+    }
 }
 
 /// The `id` of a frame that is JSON but not a valid message, so that the client can tell
@@ -258,10 +280,7 @@ async fn write_frames(
                 return;
             }
             Outgoing::End => {
-                let close = websocket::close(1000, "");
-                if write_within(&mut writer, &[close], timeout).await.is_ok() {
-                    let _ = writer.shutdown().await;
-                }
+                let _ = writer.shutdown().await;
                 return;
             }
         }

@@ -47,7 +47,7 @@ pub enum Outgoing {
     Frames(Vec<Bytes>),
     /// Say goodbye and close.
     Close(Closing),
-    /// Everything is written and nothing more will come: close.
+    /// Everything is written, the close frame last: hang up.
     End,
 }
 
@@ -95,9 +95,17 @@ impl Outbox {
         self.ready.notify_one();
     }
 
-    /// Nothing more will be queued.
-    pub fn end(&self) {
-        self.queue.lock().ended = true;
+    /// Nothing more will be queued but `farewell` (the close frame), written last, past
+    /// the bounds: the writer then hangs up. Nothing, if the connection is closing
+    /// already (its goodbye carries the close frame).
+    pub fn end(&self, farewell: Bytes) {
+        let mut queue = self.queue.lock();
+        if !queue.ended && queue.closing.is_none() {
+            queue.bytes += farewell.len();
+            queue.frames.push_back(farewell);
+        }
+        queue.ended = true;
+        drop(queue);
         self.ready.notify_one();
     }
 

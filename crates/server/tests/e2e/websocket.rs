@@ -125,23 +125,41 @@ async fn read_to_end(socket: &mut TcpStream) -> Vec<u8> {
     rest
 }
 
+/// The code and reason of the close frame `sent` ends with (server frames are not
+/// masked; a close frame's payload is under 126 bytes).
+fn last_close_frame(sent: &[u8]) -> Option<(u16, String)> {
+    (4..=sent.len().min(127)).find_map(|frame_len| {
+        let frame = &sent[sent.len() - frame_len..];
+        let whole = frame[0] == 0x88 && frame[1] as usize == frame_len - 2;
+        whole.then(|| {
+            let code = u16::from_be_bytes([frame[2], frame[3]]);
+            (code, String::from_utf8_lossy(&frame[4..]).into_owned())
+        })
+    })
+}
+
 #[tokio::test]
 async fn a_client_that_breaks_the_framing_is_let_go_and_the_room_goes_on() {
     let server = TestServer::start();
     let bob = Client::join(&server.url(), &Token::new("r", "bob")).await;
-    let cases: [(&str, Vec<u8>); 3] = [
-        // Client frames must be masked.
-        ("unmasked", vec![0x81, 2, b'h', b'i']),
-        // A reserved opcode.
-        ("reserved", vec![0x83, 0x80, 0, 0, 0, 0]),
-        // A continuation with nothing to continue.
-        ("continuation", vec![0x80, 0x80, 0, 0, 0, 0]),
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        ("unmasked", vec![0x81, 2, b'h', b'i'], "not masked"),
+        ("reserved", vec![0x83, 0x80, 0, 0, 0, 0], "reserved opcode"),
+        (
+            "continuation",
+            vec![0x80, 0x80, 0, 0, 0, 0],
+            "continuation of nothing",
+        ),
     ];
-    for (identity, frame) in cases {
+    for (identity, frame, violation) in cases {
         let mut socket = handshake_by_hand(&server, identity).await;
         bob.heard.wait_for(Heard::Joined(identity.into())).await;
         socket.write_all(&frame).await.unwrap();
-        read_to_end(&mut socket).await;
+        // The last thing the server sends is a close frame: 1002 and the violation.
+        let sent = read_to_end(&mut socket).await;
+        let (code, reason) = last_close_frame(&sent).expect("a close frame last");
+        assert_eq!(code, 1002, "{identity}: {reason}");
+        assert!(reason.contains(violation), "{identity}: {reason}");
     }
     // The room is intact: bob still reads and writes.
     bob.store().set("k", json!("v")).await.unwrap();
