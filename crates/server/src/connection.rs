@@ -70,25 +70,27 @@ pub async fn serve(
         outbox.clone(),
         rooms.clone(),
     ));
-    let (ended_by_client, farewell) = tokio::select! {
-        _ = &mut writing => (false, None),
+    // The close frame to end with, once the reader is done; none if the writer gave up.
+    let farewell = tokio::select! {
+        _ = &mut writing => None,
         ended = read_frames(&mut reader, &rooms, &admitted.room, &admitted.sid, epoch, &own, address.as_ref()) => {
-            match ended {
-                ReadEnd::Gone => (true, None),
+            Some(match ended {
+                ReadEnd::Gone => websocket::close(NORMAL_CLOSURE, ""),
                 ReadEnd::Closing(closing) => {
                     // The first reason stands: a slow consumer cut by the room stays
-                    // one, even if its reads then time out too.
-                    outbox.close(closing, false);
-                    (true, None)
+                    // one, even if its reads then time out too. Its goodbye carries
+                    // the close frame.
+                    outbox.close_unless_closing(closing);
+                    websocket::close(NORMAL_CLOSURE, "")
                 }
-                ReadEnd::Violation(violation) => (true, Some(websocket::close(PROTOCOL_ERROR, violation))),
-            }
+                ReadEnd::Violation(violation) => websocket::close(PROTOCOL_ERROR, violation),
+            })
         }
     };
     admitted.room.connection_closed(&admitted.sid, epoch);
-    outbox.end(farewell.unwrap_or_else(|| websocket::close(NORMAL_CLOSURE, "")));
-    if ended_by_client {
+    if let Some(farewell) = farewell {
         // Nothing more is queued, so the writer ends once the queue is out.
+        outbox.end(farewell);
         let _ = writing.await;
     }
     rooms.metrics().connections.dec();

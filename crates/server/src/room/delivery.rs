@@ -84,14 +84,16 @@ impl Outbox {
         true
     }
 
-    /// Asks the writer to close the connection, saying why; the first reason stands
-    /// unless `replace`.
-    pub fn close(&self, closing: Closing, replace: bool) {
-        let mut queue = self.queue.lock();
-        if replace || queue.closing.is_none() {
-            queue.closing = Some(closing);
-        }
-        drop(queue);
+    /// Asks the writer to close the connection, saying why (in place of an earlier
+    /// reason, if it has not been acted on).
+    pub fn close(&self, closing: Closing) {
+        self.queue.lock().closing = Some(closing);
+        self.ready.notify_one();
+    }
+
+    /// Like [`Outbox::close`], unless a reason was given already: that one stands.
+    pub fn close_unless_closing(&self, closing: Closing) {
+        self.queue.lock().closing.get_or_insert(closing);
         self.ready.notify_one();
     }
 
@@ -180,7 +182,7 @@ impl Connection {
             reason,
             message: message.into(),
         };
-        self.outbox.close(closing, true);
+        self.outbox.close(closing);
     }
 }
 

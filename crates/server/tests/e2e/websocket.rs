@@ -22,32 +22,17 @@ async fn fragments_pings_and_the_closing_handshake_follow_rfc_6455() {
     let request = json!({"type": "get", "id": 7, "keys": ["k"]}).to_string();
     let (first, rest) = request.split_at(5);
     let (second, third) = rest.split_at(10);
-    let text = OpCode::Data(Data::Text);
-    let more = OpCode::Data(Data::Continue);
-    socket
-        .send(Message::Frame(Frame::message(
-            first.to_owned(),
-            text,
-            false,
-        )))
-        .await
-        .unwrap();
-    socket
-        .send(Message::Ping("are you there".into()))
-        .await
-        .unwrap();
-    socket
-        .send(Message::Frame(Frame::message(
-            second.to_owned(),
-            more,
-            false,
-        )))
-        .await
-        .unwrap();
-    socket
-        .send(Message::Frame(Frame::message(third.to_owned(), more, true)))
-        .await
-        .unwrap();
+    let fragment =
+        |data: &str, opcode, last| Message::Frame(Frame::message(data.to_owned(), opcode, last));
+    let (text, more) = (OpCode::Data(Data::Text), OpCode::Data(Data::Continue));
+    for message in [
+        fragment(first, text, false),
+        Message::Ping("are you there".into()),
+        fragment(second, more, false),
+        fragment(third, more, true),
+    ] {
+        socket.send(message).await.unwrap();
+    }
     let mut pong = None;
     let reply = loop {
         let frame = tokio::time::timeout(PATIENCE, socket.next())
