@@ -228,9 +228,7 @@ async fn session(
         tokio::select! {
             biased;
             _ = until_closing(&mut closing) => {
-                let leave = serde_json::to_string(&ClientMessage::Leave {}).expect("serializes");
-                let _ = sink.send(Message::text(leave)).await;
-                let _ = tokio::time::timeout(Duration::from_millis(500), sink.close()).await;
+                let _ = tokio::time::timeout(LEAVE_TIMEOUT, leave(shared, &mut sink, &mut stream)).await;
                 return Ended::Closed(DisconnectReason::ClientRequested);
             }
             frame = next_frame(&mut stream) => {
@@ -259,6 +257,36 @@ async fn session(
             }
         }
     }
+}
+
+/// How long leaving may take: saying `leave`, the server's goodbye, the closing
+/// handshake. The server answers at once; only a dead link waits this long.
+pub(crate) const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Says `leave`, then reads until the server has closed the connection: its goodbye comes
+/// once the leave is applied (the others told), so `disconnect` returning means the
+/// room knows. Reading to the end also matters for the leave itself: a socket closed
+/// with frames unread is reset (RST), not closed, and a server may notice the reset
+/// before it has read `leave`. Replies that arrive meanwhile still answer their calls;
+/// events are no longer applied.
+async fn leave(
+    shared: &Arc<Shared>,
+    sink: &mut futures_util::stream::SplitSink<Socket, Message>,
+    stream: &mut futures_util::stream::SplitStream<Socket>,
+) {
+    let leave = serde_json::to_string(&ClientMessage::Leave {}).expect("serializes");
+    if sink.send(Message::text(leave)).await.is_err() {
+        return;
+    }
+    // Ends with the server's close frame (after its goodbye), or the connection's end.
+    while let Ok(message) = next_frame(stream).await {
+        if let Some(message @ (ServerMessage::Reply(_) | ServerMessage::Rejected { .. })) = message
+        {
+            shared.update(|state, heard| state.on_message(message, heard));
+        }
+    }
+    // Answers the server's close frame (RFC 6455's closing handshake).
+    let _ = sink.close().await;
 }
 
 fn goodbye(reason: CloseReason, message: String) -> Ended {

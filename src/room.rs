@@ -4,12 +4,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::{BoxFuture, FutureExt, Shared as SharedFuture};
 use parking_lot::Mutex;
 use roomstate_protocol::{ClientMessage, ReplyBody, WILDCARD_KEY};
 use serde_json::Value;
 use tokio::runtime::Runtime;
 use tokio::sync::{oneshot, watch};
-use tokio::task::JoinHandle;
 
 use crate::connection;
 use crate::dispatch::{Dispatcher, ListenerSlot};
@@ -26,7 +26,8 @@ use crate::types::{
 /// A connection to one room. Dropping it leaves the room.
 pub struct Room {
     shared: Arc<Shared>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    /// The connection task's end, which every `disconnect` waits for.
+    task: SharedFuture<BoxFuture<'static, ()>>,
     /// Taken by whoever shuts it down first: the connection task when the room ends,
     /// `disconnect`, or `drop`.
     runtime: Arc<Mutex<Option<Runtime>>>,
@@ -85,7 +86,7 @@ impl Room {
         });
         let room = Room {
             shared,
-            task: Mutex::new(Some(task)),
+            task: task.map(drop).boxed().shared(),
             runtime,
         };
         match first_result.await {
@@ -138,10 +139,9 @@ impl Room {
     /// `NotConnected`, and listener calls already queued still run. Idempotent.
     pub async fn disconnect(&self) {
         self.shared.closing.send_replace(true);
-        let task = self.task.lock().take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
+        // Every caller waits for the task to have left: one that shut the runtime down
+        // while another still waited would cut the leave short.
+        self.task.clone().await;
         shut_down(self.runtime.lock().take());
     }
 
@@ -177,15 +177,13 @@ impl Drop for Room {
         self.shared.closing.send_replace(true);
         // Give the connection task a moment to say goodbye before its runtime stops.
         if let Some(runtime) = self.runtime.lock().take() {
-            let task = self.task.lock().take();
+            let task = self.task.clone();
             let _ = std::thread::Builder::new()
                 .name("roomstate-shutdown".into())
                 .spawn(move || {
-                    if let Some(task) = task {
-                        let _ = runtime.block_on(async {
-                            tokio::time::timeout(Duration::from_secs(1), task).await
-                        });
-                    }
+                    let _ = runtime.block_on(async {
+                        tokio::time::timeout(connection::LEAVE_TIMEOUT, task).await
+                    });
                     runtime.shutdown_timeout(Duration::from_secs(1));
                 });
         }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use roomstate_protocol::{
     ClientMessage, CloseReason, ErrorBody, ErrorCode, RequestId, ServerMessage,
 };
+use tokio::task::JoinHandle;
 
 use crate::budget::{AddressBudget, InboundBudget};
 use crate::room::{Admission, Closing, Connection, NotAdmitted, Outbox, Outgoing, Rooms};
@@ -70,22 +71,25 @@ pub async fn serve(
         outbox.clone(),
         rooms.clone(),
     ));
+    let reading = Reading {
+        rooms: &rooms,
+        room: &admitted.room,
+        sid: &admitted.sid,
+        epoch,
+        own: &own,
+        address: address.as_ref(),
+    };
     // The close frame to end with, once the reader is done; none if the writer gave up.
-    let farewell = tokio::select! {
-        _ = &mut writing => None,
-        ended = read_frames(&mut reader, &rooms, &admitted.room, &admitted.sid, epoch, &own, address.as_ref()) => {
-            Some(match ended {
-                ReadEnd::Gone => websocket::close(NORMAL_CLOSURE, ""),
-                ReadEnd::Closing(closing) => {
-                    // The first reason stands: a slow consumer cut by the room stays
-                    // one, even if its reads then time out too. Its goodbye carries
-                    // the close frame.
-                    outbox.close_unless_closing(closing);
-                    websocket::close(NORMAL_CLOSURE, "")
-                }
-                ReadEnd::Violation(violation) => websocket::close(PROTOCOL_ERROR, violation),
-            })
+    let farewell = match reading.read_frames(&mut reader, &mut writing).await {
+        ReadEnd::Gone => Some(websocket::close(NORMAL_CLOSURE, "")),
+        ReadEnd::Closing(closing) => {
+            // The first reason stands: a slow consumer cut by the room stays one, even
+            // if its reads then time out too. Its goodbye carries the close frame.
+            outbox.close_unless_closing(closing);
+            Some(websocket::close(NORMAL_CLOSURE, ""))
         }
+        ReadEnd::Violation(violation) => Some(websocket::close(PROTOCOL_ERROR, violation)),
+        ReadEnd::WriterGone => None,
     };
     admitted.room.connection_closed(&admitted.sid, epoch);
     if let Some(farewell) = farewell {
@@ -104,34 +108,76 @@ enum ReadEnd {
     Closing(Closing),
     /// The client broke RFC 6455: a close frame (1002) names the violation.
     Violation(&'static str),
+    /// Writing failed (the client reset the connection, or stopped reading), and what
+    /// had arrived before was read.
+    WriterGone,
 }
 
-/// Reads until the client goes away, or the server decides to close.
-async fn read_frames(
-    reader: &mut Reader,
-    rooms: &Rooms,
-    room: &Arc<crate::room::Room>,
-    sid: &str,
+/// What reading one admitted connection needs.
+struct Reading<'a> {
+    rooms: &'a Rooms,
+    room: &'a Arc<crate::room::Room>,
+    sid: &'a str,
     epoch: u64,
-    own: &Connection,
-    address: Option<&AddressBudget>,
-) -> ReadEnd {
-    let idle_timeout = rooms.config().idle_timeout();
-    let mut budget = InboundBudget::new(rooms.config().client_rate());
-    loop {
-        let message = match tokio::time::timeout(idle_timeout, reader.next()).await {
-            Err(_) => {
-                return ReadEnd::Closing(Closing {
-                    reason: CloseReason::IdleTimeout,
-                    message: format!("no frame for {idle_timeout:?} (the idle timeout)"),
-                })
+    own: &'a Connection,
+    address: Option<&'a AddressBudget>,
+}
+
+impl Reading<'_> {
+    /// Reads until the client goes away, or the server decides to close. If `writing`
+    /// ends first, the frames that had arrived are still read and applied, and nothing
+    /// more is waited for: a client that says `leave` and closes its socket with our
+    /// last frames unread resets the connection, and our next write may fail before
+    /// that `leave` is read.
+    async fn read_frames(&self, reader: &mut Reader, writing: &mut JoinHandle<()>) -> ReadEnd {
+        let Reading { rooms, sid, .. } = *self;
+        let idle_timeout = rooms.config().idle_timeout();
+        let mut budget = InboundBudget::new(rooms.config().client_rate());
+        loop {
+            let next = tokio::select! {
+                biased;
+                next = tokio::time::timeout(idle_timeout, reader.next()) => next,
+                _ = &mut *writing => return self.read_arrived(reader, &mut budget).await,
+            };
+            let message = match next {
+                Err(_) => {
+                    return ReadEnd::Closing(Closing {
+                        reason: CloseReason::IdleTimeout,
+                        message: format!("no frame for {idle_timeout:?} (the idle timeout)"),
+                    })
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(%sid, %error, "websocket read failed");
+                    return read_failed(error, rooms.config().limits.frame_bytes);
+                }
+                Ok(Ok(message)) => message,
+            };
+            if !self.apply(message, &mut budget).await {
+                return ReadEnd::Gone;
             }
-            Ok(Err(error)) => {
-                tracing::debug!(%sid, %error, "websocket read failed");
-                return read_failed(error, rooms.config().limits.frame_bytes);
+        }
+    }
+
+    /// Once writing has failed: applies the frames that had arrived, waiting for none.
+    async fn read_arrived(&self, reader: &mut Reader, budget: &mut InboundBudget) -> ReadEnd {
+        while let Ok(message) = reader.next_arrived() {
+            if !self.apply(message, budget).await {
+                break;
             }
-            Ok(Ok(message)) => message,
-        };
+        }
+        ReadEnd::WriterGone
+    }
+
+    /// Applies one message from the client; `false` once it closed the connection.
+    async fn apply(&self, message: Incoming, budget: &mut InboundBudget) -> bool {
+        let Reading {
+            rooms,
+            room,
+            sid,
+            epoch,
+            own,
+            address,
+        } = *self;
         rooms.metrics().messages_in.inc();
         // Past its budget a connection is simply read later: TCP pushes back on the
         // client, and no one connection (or address) can take a worker for itself.
@@ -148,15 +194,15 @@ async fn read_frames(
                     None,
                     "binary frames are not part of the protocol; send JSON text",
                 );
-                continue;
+                return true;
             }
-            Incoming::Close(_) => return ReadEnd::Gone,
+            Incoming::Close(_) => return false,
             Incoming::Ping(payload) => {
                 // A client that pings and does not read loses pongs, not memory.
                 own.send_control(websocket::pong(&payload));
-                continue;
+                return true;
             }
-            Incoming::Pong => continue,
+            Incoming::Pong => return true,
         };
         // Reads and large frames cost the most (a reply can hold the whole store):
         // after one, let other tasks run, so one pipelining client cannot hold a worker
@@ -192,6 +238,7 @@ async fn read_frames(
                 &format!("malformed frame: {error}"),
             ),
         }
+        true
     }
 }
 
@@ -256,8 +303,14 @@ async fn write_frames(
         return;
     }
     drop(initial);
+    // What a look into the queue found after a batch was taken (a goodbye, the end).
+    let mut carried = None;
     loop {
-        match outbox.next(WRITE_BATCH, WRITE_BATCH_BYTES).await {
+        let outgoing = match carried.take() {
+            Some(outgoing) => outgoing,
+            None => outbox.next(WRITE_BATCH, WRITE_BATCH_BYTES).await,
+        };
+        match outgoing {
             Outgoing::Frames(mut frames) => {
                 if frames.len() < WRITE_BATCH {
                     // A room's fan-out reaches this queue from the tasks of other
@@ -265,10 +318,9 @@ async fn write_frames(
                     // before writing lets one write carry the frames of several events,
                     // for the price of a task switch.
                     tokio::task::yield_now().await;
-                    if let Some(Outgoing::Frames(more)) =
-                        outbox.take(WRITE_BATCH - frames.len(), WRITE_BATCH_BYTES)
-                    {
-                        frames.extend(more);
+                    match outbox.take(WRITE_BATCH - frames.len(), WRITE_BATCH_BYTES) {
+                        Some(Outgoing::Frames(more)) => frames.extend(more),
+                        other => carried = other,
                     }
                 }
                 sent(frames.len());

@@ -35,7 +35,10 @@ struct Queue {
     /// Encoded frames (text or control), in order.
     frames: VecDeque<Bytes>,
     bytes: usize,
-    /// Set when the connection is to be closed: the writer says goodbye and stops.
+    /// Set when the connection is to be closed: the writer says goodbye once the frames
+    /// queued before are written (a reply to a write the client made just before its
+    /// `leave`, the events before a removal), and stops. A slow consumer's goodbye goes
+    /// at once: its backlog is the problem.
     closing: Option<Closing>,
     /// Nothing more will be queued: the writer stops once the queue is written.
     ended: bool,
@@ -85,7 +88,7 @@ impl Outbox {
     }
 
     /// Asks the writer to close the connection, saying why (in place of an earlier
-    /// reason, if it has not been acted on).
+    /// reason, if it has not been acted on), after the frames queued so far.
     pub fn close(&self, closing: Closing) {
         self.queue.lock().closing = Some(closing);
         self.ready.notify_one();
@@ -126,7 +129,11 @@ impl Outbox {
     /// Like [`Outbox::next`], without waiting: `None` when there is nothing to do.
     pub fn take(&self, max_frames: usize, max_bytes: usize) -> Option<Outgoing> {
         let mut queue = self.queue.lock();
-        if let Some(closing) = queue.closing.take() {
+        let drained = queue.frames.is_empty();
+        if let Some(closing) = queue
+            .closing
+            .take_if(|closing| drained || closing.reason == CloseReason::SlowConsumer)
+        {
             queue.frames = VecDeque::new();
             queue.bytes = 0;
             queue.ended = true;
@@ -260,5 +267,102 @@ impl Connections {
             }
         }
         too_slow
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(text: &'static str) -> Bytes {
+        Bytes::from_static(text.as_bytes())
+    }
+
+    fn closing(reason: CloseReason) -> Closing {
+        Closing {
+            reason,
+            message: "why".into(),
+        }
+    }
+
+    /// Everything the writer would do, in order, until it stops.
+    fn drain(outbox: &Outbox) -> Vec<String> {
+        let mut done = Vec::new();
+        while let Some(outgoing) = outbox.take(2, 1024) {
+            match outgoing {
+                Outgoing::Frames(frames) => done.extend(
+                    frames
+                        .iter()
+                        .map(|frame| String::from_utf8_lossy(frame).into_owned()),
+                ),
+                Outgoing::Close(closing) => {
+                    done.push(format!("goodbye {:?}", closing.reason));
+                    break;
+                }
+                Outgoing::End => {
+                    done.push("end".into());
+                    break;
+                }
+            }
+        }
+        done
+    }
+
+    #[test]
+    fn a_goodbye_follows_the_frames_queued_before_it() {
+        let outbox = Outbox::new(16, 1 << 20);
+        for text in ["reply", "event", "another"] {
+            assert!(outbox.push(frame(text)));
+        }
+        outbox.close(closing(CloseReason::Left));
+        assert!(outbox.push(frame("after")), "taken, and dropped");
+        assert_eq!(
+            drain(&outbox),
+            ["reply", "event", "another", "goodbye Left"]
+        );
+        assert!(
+            matches!(outbox.take(2, 1024), Some(Outgoing::End)),
+            "nothing after the goodbye"
+        );
+    }
+
+    #[test]
+    fn a_slow_consumer_is_told_at_once_and_its_backlog_dropped() {
+        let outbox = Outbox::new(16, 1 << 20);
+        outbox.push(frame("backlog"));
+        outbox.close(closing(CloseReason::SlowConsumer));
+        assert_eq!(drain(&outbox), ["goodbye SlowConsumer"]);
+    }
+
+    #[test]
+    fn the_first_reason_stands_for_the_reader_and_the_room_may_replace_it() {
+        let outbox = Outbox::new(16, 1 << 20);
+        outbox.close(closing(CloseReason::Removed));
+        outbox.close_unless_closing(closing(CloseReason::IdleTimeout));
+        assert_eq!(drain(&outbox), ["goodbye Removed"]);
+        let outbox = Outbox::new(16, 1 << 20);
+        outbox.close(closing(CloseReason::IdleTimeout));
+        outbox.close(closing(CloseReason::SlowConsumer));
+        assert_eq!(drain(&outbox), ["goodbye SlowConsumer"]);
+    }
+
+    #[test]
+    fn the_end_writes_the_queue_then_the_farewell_then_hangs_up() {
+        let outbox = Outbox::new(16, 1 << 20);
+        outbox.push(frame("last event"));
+        outbox.end(frame("close frame"));
+        assert!(outbox.push(frame("too late")));
+        assert_eq!(drain(&outbox), ["last event", "close frame", "end"]);
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_frames_and_bytes_but_one_frame_always_fits() {
+        let outbox = Outbox::new(2, 10);
+        assert!(outbox.push(frame("twelve bytes")), "alone, past the bytes");
+        assert!(!outbox.push(frame("x")), "nothing more fits with it");
+        assert_eq!(drain(&outbox)[0], "twelve bytes");
+        assert!(outbox.push(frame("a")));
+        assert!(outbox.push(frame("b")));
+        assert!(!outbox.push(frame("c")), "two frames at most");
     }
 }

@@ -2,7 +2,7 @@
 //! is ours is the buffer: it exists only while a read is in progress or a frame is
 //! partly read, so an idle connection holds no read buffer at all.
 
-use std::io::Cursor;
+use std::io::{Cursor, Read};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
@@ -196,6 +196,30 @@ impl Reader {
             }
             if self.socket.read_buf(&mut self.buffer).await? == 0 {
                 return Err(ReadError::Ended);
+            }
+        }
+    }
+
+    /// The next message among the bytes that have already arrived, without waiting for
+    /// more: for a connection that can no longer be written to, whose client may still
+    /// have said something (a `leave`) before it went. `Ended` once no whole message is
+    /// left. A reset socket still hands out what arrived before the reset; the read goes
+    /// straight to it, as tokio may not have seen those bytes arrive yet.
+    pub fn next_arrived(&mut self) -> Result<Incoming, ReadError> {
+        let socket = socket2::SockRef::from(self.socket.as_ref());
+        let mut chunk = [0; READ_CHUNK];
+        loop {
+            if let Some(message) = self.decoder.decode(&mut self.buffer)? {
+                return Ok(message);
+            }
+            // The socket is non-blocking (tokio's): this never waits.
+            match (&*socket).read(&mut chunk) {
+                Ok(0) => return Err(ReadError::Ended),
+                Ok(read) => self.buffer.extend_from_slice(&chunk[..read]),
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Err(ReadError::Ended)
+                }
+                Err(error) => return Err(ReadError::Io(error)),
             }
         }
     }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use roomstate::{
-    ConnectionState, DisconnectReason, KeyChangeListener, Room, RoomListener, SessionStore,
-    StoreEntry,
+    ConnectionState, DisconnectReason, KeyChangeListener, Room, RoomError, RoomListener,
+    SessionStore, StoreEntry,
 };
 use roomstate_server::auth::unix_now;
 use serde_json::json;
@@ -127,6 +127,52 @@ async fn the_last_call_a_listener_hears_is_disconnected() {
         }))
     );
     assert_eq!(watcher.values("pinned"), vec![None, Some(json!("bye"))]);
+}
+
+/// Leaving is said, not left to the grace period: two `disconnect`s at once both wait
+/// for it (before, the second shut the engine down under the first), and a write in
+/// flight is answered with what the server did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_says_leave_even_when_called_twice_at_once() {
+    // Longer than the test's patience: only alice's `leave` makes bob hear her go.
+    let server = TestServer::with_config("reconnect_grace_ms = 600000");
+    let bob = Client::join(&server.url(), &Token::new("r", "bob")).await;
+    for round in 0..5 {
+        let alice = Client::join(&server.url(), &Token::new("r", "alice")).await;
+        let times = |heard: &[Heard], event: Heard| heard.iter().filter(|h| **h == event).count();
+        bob.heard
+            .wait_until("alice joined", |heard| {
+                times(heard, Heard::Joined("alice".into())) == round + 1
+            })
+            .await;
+        let store = alice.store();
+        let key = format!("k{round}");
+        let write = tokio::spawn({
+            let key = key.clone();
+            async move { store.set(&key, json!(round)).await }
+        });
+        tokio::join!(alice.room.disconnect(), alice.room.disconnect());
+        bob.heard
+            .wait_until("alice left", |heard| {
+                times(heard, Heard::Left("alice".into())) == round + 1
+            })
+            .await;
+        // Either answer is possible (the write may not have been sent before the
+        // leave); whichever it is, it is the truth.
+        let stored = bob
+            .store()
+            .get(&key)
+            .await
+            .unwrap()
+            .map(|entry| entry.value);
+        match write.await.unwrap() {
+            Ok(_) => assert_eq!(stored, Some(json!(round)), "acknowledged, so applied"),
+            Err(RoomError::NotConnected { .. }) => {
+                assert_eq!(stored, None, "refused, so not applied")
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

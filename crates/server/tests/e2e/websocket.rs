@@ -157,6 +157,46 @@ async fn a_client_that_breaks_the_framing_is_let_go_and_the_room_goes_on() {
     assert_eq!(entry.value, json!("v"));
 }
 
+/// A client frame carrying `text`, masked as RFC 6455 requires of clients.
+fn masked_text(text: &str) -> Vec<u8> {
+    let mask = [0x5a, 0x11, 0xc3, 0x07];
+    let payload = text.as_bytes();
+    assert!(payload.len() < 126, "a short frame");
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// A client may say `leave` and reset its connection straight after (closing a socket
+/// with frames unread does that). The server's next write to it then fails, maybe
+/// before it has read the `leave`: what arrived before the reset still counts.
+#[tokio::test]
+async fn a_leave_sent_just_before_the_connection_is_reset_is_applied() {
+    // Two frames a second: the server reads the `leave` a second after it arrived, and
+    // by then a reply to one of the `get`s has failed to reach the reset connection.
+    // The grace period outlasts the wait: only the `leave` can make alice leave in time.
+    let server =
+        TestServer::with_config("client_requests_per_second = 2\nreconnect_grace_ms = 600000");
+    let bob = Client::join(&server.url(), &Token::new("r", "bob")).await;
+    let mut socket = handshake_by_hand(&server, "alice").await;
+    bob.heard.wait_for(Heard::Joined("alice".into())).await;
+    let mut frames = Vec::new();
+    for id in 1..=3 {
+        frames.extend(masked_text(
+            &json!({"type": "get", "id": id, "keys": ["k"]}).to_string(),
+        ));
+    }
+    frames.extend(masked_text(r#"{"type":"leave"}"#));
+    socket.write_all(&frames).await.unwrap();
+    // Closed with a zero linger time: reset (RST), not closed.
+    socket2::SockRef::from(&socket)
+        .set_linger(Some(std::time::Duration::ZERO))
+        .unwrap();
+    drop(socket);
+    bob.heard.wait_for(Heard::Left("alice".into())).await;
+}
+
 #[tokio::test]
 async fn requests_that_are_not_websocket_handshakes_are_refused_plainly() {
     let server = TestServer::start();

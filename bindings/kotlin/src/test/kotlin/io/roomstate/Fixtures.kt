@@ -8,7 +8,7 @@ import java.util.Date
 import java.util.concurrent.CopyOnWriteArrayList
 import java.util.concurrent.TimeUnit
 import kotlinx.coroutines.delay
-import kotlinx.coroutines.withTimeout
+import kotlinx.coroutines.withTimeoutOrNull
 
 const val API_KEY = "jvmkey"
 const val API_SECRET = "jvmsecret"
@@ -104,9 +104,11 @@ class Recorder : DefaultRoomListener(), KeyChangeListener {
 
 /** Polls `condition` until it holds; fails with `what` after 15 s. Not a timing assertion. */
 suspend fun awaitUntil(what: String, condition: () -> Boolean) {
-    withTimeout(15_000) {
+    val met = withTimeoutOrNull(15_000) {
         while (!condition()) delay(10)
-    }.also { check(condition()) { what } }
+        true
+    }
+    check(met == true) { "waited 15 s for $what" }
 }
 
 /** The names of this process's native threads that belong to the engine. */
