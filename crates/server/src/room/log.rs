@@ -15,9 +15,17 @@ use crate::cluster::{Cluster, Position, Unavailable};
 use crate::rules::command::{Command, LogEntry};
 use crate::rules::{self, requested_keys};
 
-/// In a cluster, the node that appends every this-many-th entry of a room saves a
-/// snapshot of the room and trims the log before it.
-const SNAPSHOT_EVERY: u64 = 256;
+/// In a cluster, a node saves a snapshot of a room (and trims the log before it) with
+/// its own entry at least this many entries after its last snapshot of the room...
+pub(super) const SNAPSHOT_EVERY: u64 = 256;
+
+/// ...and more as snapshots grow: one snapshot per this many bytes of it. A snapshot is
+/// the whole session (a replay log of up to 4,096 events, every participant's reply
+/// cache), serialized under the room's lock; every 256 entries, a busy room's snapshots
+/// cost the cluster more than the entries themselves. Spaced by their size, they cost
+/// about a byte per entry for every byte this constant is; an entry (origin, ticket,
+/// time, command) is over 100 bytes of JSON.
+const SNAPSHOT_BYTES_PER_ENTRY: u64 = 128;
 
 /// Log entries read per request while catching up.
 const CATCH_UP_BATCH: usize = 512;
@@ -171,14 +179,17 @@ impl Room {
 
     fn apply_logged(self: &Arc<Self>, state: &mut RoomState, position: Position, entry: LogEntry) {
         let n = position.n;
-        // Whoever appended it saves the snapshot; any copy would save the same one.
-        let snapshot_due = entry.origin == self.node.id && n % SNAPSHOT_EVERY == 0;
+        // Only with its own entries: each node keeps its own count, and any copy would
+        // save the same snapshot.
+        let snapshot_due = entry.origin == self.node.id && n >= state.next_snapshot;
         state.applied = position;
         let ended = self.apply(state, entry);
         if let Some(cluster) = &self.node.cluster {
             // After a session ends its log is worth nothing: a snapshot lets Redis drop it.
             if snapshot_due || ended {
                 let snapshot = state.replica.snapshot();
+                state.next_snapshot =
+                    n + SNAPSHOT_EVERY.max(snapshot.len() as u64 / SNAPSHOT_BYTES_PER_ENTRY);
                 cluster.save_snapshot(&self.name, state.applied.clone(), snapshot);
             }
         }
@@ -275,6 +286,7 @@ impl Room {
             tracing::error!(room = %self.name, %error, "unreadable snapshot; starting the room over");
             state.replica.clear();
         }
+        state.next_snapshot = position.n + SNAPSHOT_EVERY;
         state.applied = position;
         state.loaded = true;
         self.count_session(had_session, state.replica.session().is_some());

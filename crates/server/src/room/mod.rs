@@ -81,6 +81,8 @@ struct RoomState {
     loaded: bool,
     /// The last log entry applied.
     applied: Position,
+    /// In a cluster: this node's own entry from this one on saves a snapshot.
+    next_snapshot: u64,
     replica: Replica,
     /// The connections of the room's participants that this node holds.
     connections: Connections,
@@ -128,6 +130,7 @@ impl Room {
                 removed: false,
                 loaded,
                 applied: Position::default(),
+                next_snapshot: log::SNAPSHOT_EVERY,
                 replica: Replica::new(name, node.settings()),
                 connections: Connections::default(),
                 ahead: BTreeMap::new(),

@@ -292,6 +292,46 @@ async fn a_killed_node_s_participants_leave_and_its_clients_resume_elsewhere() {
     drop(bob);
 }
 
+/// Snapshots are spaced by their size, but a small room still gets one every 256 entries:
+/// its log in Redis does not grow for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_trim_a_busy_room_s_log() {
+    const WRITES: usize = 300;
+    let server = TestServer::cluster(2, "");
+    let writer = Client::join(&server.node_url(0), &Token::new("r", "writer")).await;
+    let redis = redis::Client::open(server.redis.as_ref().unwrap().url()).unwrap();
+    let mut redis = redis.get_multiplexed_async_connection().await.unwrap();
+    let mut logged = async || -> usize {
+        redis::cmd("XLEN")
+            .arg("roomstate:{room:r}:log")
+            .query_async(&mut redis)
+            .await
+            .unwrap()
+    };
+    for n in 0..WRITES {
+        writer.store().set("n", json!(n)).await.unwrap();
+        if n == 10 {
+            assert!(
+                logged().await > 10,
+                "the log holds the writes until a snapshot"
+            );
+        }
+    }
+    // The snapshot is saved in the background.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let logged = logged().await;
+        if logged < WRITES {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{logged} entries still logged after {WRITES} writes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_misses_published_entries_catches_up_from_the_log() {
     const WRITES: u64 = 300; // past a snapshot, so the log is trimmed on the way
