@@ -135,8 +135,10 @@ impl Room {
         self.shared.state.lock().room_metadata.clone()
     }
 
-    /// Leaves the room: the others are told at once, pending calls fail with
-    /// `NotConnected`, and listener calls already queued still run. Idempotent.
+    /// Leaves the room, and returns once the server has applied the leave (the others are
+    /// told) or `LEAVE_TIMEOUT` (2 s) passed on a dead link. Calls answered meanwhile get
+    /// their answers; those still pending fail with `NotConnected`; listener calls already
+    /// queued still run. Idempotent: concurrent calls all wait for the same leave.
     pub async fn disconnect(&self) {
         self.shared.closing.send_replace(true);
         // Every caller waits for the task to have left: one that shut the runtime down

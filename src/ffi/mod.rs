@@ -253,7 +253,9 @@ impl Room {
         self.inner.room_metadata()
     }
 
-    /// Leaves the room; the engine's threads end once queued listener calls ran.
+    /// Leaves the room, and returns once the server has applied it (the others are told)
+    /// or after 2 s on a dead link; the engine's threads end once queued listener calls
+    /// ran. Calls from several threads at once all wait for the same leave.
     pub async fn disconnect(&self) {
         self.inner.disconnect().await
     }
