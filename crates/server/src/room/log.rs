@@ -16,16 +16,22 @@ use crate::rules::command::{Command, LogEntry};
 use crate::rules::{self, requested_keys};
 
 /// In a cluster, a node saves a snapshot of a room (and trims the log before it) with
-/// its own entry at least this many entries after its last snapshot of the room...
-pub(super) const SNAPSHOT_EVERY: u64 = 256;
+/// its own entry at least this many entries after the last snapshot it saved or loaded...
+const SNAPSHOT_EVERY: u64 = 256;
 
-/// ...and more as snapshots grow: one snapshot per this many bytes of it. A snapshot is
-/// the whole session (a replay log of up to 4,096 events, every participant's reply
-/// cache), serialized under the room's lock; every 256 entries, a busy room's snapshots
-/// cost the cluster more than the entries themselves. Spaced by their size, they cost
-/// about a byte per entry for every byte this constant is; an entry (origin, ticket,
-/// time, command) is over 100 bytes of JSON.
+/// ...and more as snapshots grow: one entry per this many bytes of that snapshot. A
+/// snapshot is the whole session (a replay log of up to 4,096 events, every
+/// participant's reply cache), serialized under the room's lock; every 256 entries, a
+/// busy room's snapshots cost the cluster more than the entries themselves. Spaced by
+/// their size, they cost about a byte per entry for every byte this constant is; an
+/// entry (origin, ticket, time, command) is over 100 bytes of JSON.
 const SNAPSHOT_BYTES_PER_ENTRY: u64 = 128;
+
+/// The entry from which a node's own entries save a snapshot again, after one of
+/// `snapshot_bytes` at entry `n` (saved, or loaded; `0, 0` for a new room).
+pub(super) fn next_snapshot(n: u64, snapshot_bytes: usize) -> u64 {
+    n + SNAPSHOT_EVERY.max(snapshot_bytes as u64 / SNAPSHOT_BYTES_PER_ENTRY)
+}
 
 /// Log entries read per request while catching up.
 const CATCH_UP_BATCH: usize = 512;
@@ -188,8 +194,7 @@ impl Room {
             // After a session ends its log is worth nothing: a snapshot lets Redis drop it.
             if snapshot_due || ended {
                 let snapshot = state.replica.snapshot();
-                state.next_snapshot =
-                    n + SNAPSHOT_EVERY.max(snapshot.len() as u64 / SNAPSHOT_BYTES_PER_ENTRY);
+                state.next_snapshot = next_snapshot(n, snapshot.len());
                 cluster.save_snapshot(&self.name, state.applied.clone(), snapshot);
             }
         }
@@ -286,7 +291,7 @@ impl Room {
             tracing::error!(room = %self.name, %error, "unreadable snapshot; starting the room over");
             state.replica.clear();
         }
-        state.next_snapshot = position.n + SNAPSHOT_EVERY;
+        state.next_snapshot = next_snapshot(position.n, text.map_or(0, str::len));
         state.applied = position;
         state.loaded = true;
         self.count_session(had_session, state.replica.session().is_some());

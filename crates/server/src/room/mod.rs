@@ -130,7 +130,7 @@ impl Room {
                 removed: false,
                 loaded,
                 applied: Position::default(),
-                next_snapshot: log::SNAPSHOT_EVERY,
+                next_snapshot: log::next_snapshot(0, 0),
                 replica: Replica::new(name, node.settings()),
                 connections: Connections::default(),
                 ahead: BTreeMap::new(),

@@ -137,9 +137,9 @@ async fn disconnect_says_leave_even_when_called_twice_at_once() {
     // Longer than the test's patience: only alice's `leave` makes bob hear her go.
     let server = TestServer::with_config("reconnect_grace_ms = 600000");
     let bob = Client::join(&server.url(), &Token::new("r", "bob")).await;
+    let times = |heard: &[Heard], event: Heard| heard.iter().filter(|h| **h == event).count();
     for round in 0..5 {
         let alice = Client::join(&server.url(), &Token::new("r", "alice")).await;
-        let times = |heard: &[Heard], event: Heard| heard.iter().filter(|h| **h == event).count();
         bob.heard
             .wait_until("alice joined", |heard| {
                 times(heard, Heard::Joined("alice".into())) == round + 1

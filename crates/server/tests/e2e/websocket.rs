@@ -159,13 +159,11 @@ async fn a_client_that_breaks_the_framing_is_let_go_and_the_room_goes_on() {
 
 /// A client frame carrying `text`, masked as RFC 6455 requires of clients.
 fn masked_text(text: &str) -> Vec<u8> {
-    let mask = [0x5a, 0x11, 0xc3, 0x07];
-    let payload = text.as_bytes();
-    assert!(payload.len() < 126, "a short frame");
-    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
-    frame.extend_from_slice(&mask);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    frame
+    let mut frame = Frame::message(text.to_owned(), OpCode::Data(Data::Text), true);
+    frame.header_mut().mask = Some([0x5a, 0x11, 0xc3, 0x07]);
+    let mut bytes = Vec::new();
+    frame.format(&mut bytes).unwrap();
+    bytes
 }
 
 /// A client may say `leave` and reset its connection straight after (closing a socket
