@@ -2,9 +2,10 @@
 //! nodes are alive.
 //!
 //! Per room, Redis holds a counter, a stream (the log) and the latest snapshot, under
-//! keys that share a hash tag. One Lua script appends: it numbers the entry from the
-//! counter, adds it to the stream and publishes it, atomically, so Redis decides the
-//! one order every node applies. Nodes subscribe to the rooms they hold; a number that
+//! keys that share a hash tag. One Lua script appends: it numbers the entries it is
+//! given from the counter, adds them to the stream and publishes them in one message,
+//! atomically, so Redis decides the one order every node applies (what a node batches,
+//! and when: `room::appends`). Nodes subscribe to the rooms they hold; a number that
 //! skips ahead means entries were missed, and the node reads them from the stream
 //! before applying more. Nodes heartbeat with expiring keys; a node whose key expired
 //! is taken for dead, and the rooms it had participants in are told so.
@@ -87,12 +88,10 @@ impl Position {
 
 /// What the cluster hands to the node's rooms.
 pub enum Delivery {
-    /// An entry appended to a room this node subscribed to.
-    Entry {
-        room: String,
-        position: Position,
-        entry: Box<LogEntry>,
-    },
+    /// Entries appended to a room this node subscribed to, as published: one
+    /// `"<n> <stream id> <entry>"` line each (`published_entries` reads them). Parsed
+    /// by the room, which skips the entries it already applied (its own).
+    Published { room: String, payload: String },
     /// The subscription connection came back: anything may have been missed.
     Resubscribed,
     /// A dead node's participants were removed from `room` by an entry this node
@@ -106,14 +105,43 @@ enum Subscription {
     Remove(String),
 }
 
-/// Appends: numbers the entry, stores it, publishes it. KEYS: counter, stream.
-/// ARGV: entry, channel. Returns {n, stream id}.
+/// Appends entries in the order given: numbers them, stores them, publishes them in
+/// one message, a line each. KEYS: counter, stream. ARGV: channel, entry, entry...
+/// Returns {n of the first, {stream id, ...}}.
 const APPEND: &str = r"
-local n = redis.call('INCR', KEYS[1])
-local id = redis.call('XADD', KEYS[2], '*', 'n', n, 'e', ARGV[1])
-redis.call('PUBLISH', ARGV[2], n .. ' ' .. id .. ' ' .. ARGV[1])
-return {n, id}
+local count = #ARGV - 1
+local first = redis.call('INCRBY', KEYS[1], count) - count + 1
+local ids = {}
+local lines = {}
+for i = 1, count do
+  local n = first + i - 1
+  ids[i] = redis.call('XADD', KEYS[2], '*', 'n', n, 'e', ARGV[i + 1])
+  lines[i] = n .. ' ' .. ids[i] .. ' ' .. ARGV[i + 1]
+end
+redis.call('PUBLISH', ARGV[1], table.concat(lines, '\n'))
+return {first, ids}
 ";
+
+/// A log entry as it is stored and published: JSON, which has no raw newline (the
+/// separator of a published batch).
+pub struct Serialized {
+    ticket: u64,
+    text: String,
+}
+
+impl Serialized {
+    pub fn new(entry: &LogEntry) -> Self {
+        Serialized {
+            ticket: entry.ticket,
+            text: serde_json::to_string(entry).expect("log entries serialize"),
+        }
+    }
+
+    /// Its size in bytes, as stored.
+    pub fn bytes(&self) -> usize {
+        self.text.len()
+    }
+}
 
 /// Saves a snapshot unless a newer one is there, then drops the log before it.
 /// KEYS: snapshot, stream. ARGV: n, stream id, snapshot.
@@ -218,28 +246,46 @@ impl Cluster {
         }
     }
 
-    /// Appends `entry` to `room`'s log; `Ok` once Redis stored it.
-    pub async fn append(&self, room: &str, entry: &LogEntry) -> Result<Position, Unavailable> {
-        let text = serde_json::to_string(entry).expect("log entries serialize");
+    /// Appends `entries` to `room`'s log, in this order, one after the other; `Ok`
+    /// with their positions once Redis stored them all (it stores all or none).
+    pub async fn append(
+        &self,
+        room: &str,
+        entries: &[&Serialized],
+    ) -> Result<Vec<Position>, Unavailable> {
         let mut connection = self.commands.clone();
-        self.own.lock().insert(entry.ticket);
-        let appended: Result<(u64, String), _> = self
-            .run(
-                self.append
-                    .key(self.key(room, "n"))
-                    .key(self.key(room, "log"))
-                    .arg(&text)
-                    .arg(format!("{}{room}", self.channel_prefix()))
-                    .invoke_async(&mut connection),
-            )
-            .await;
-        match appended {
-            Ok((n, id)) => Ok(Position { n, id }),
-            Err(unavailable) => {
-                self.own.lock().remove(&entry.ticket);
-                Err(unavailable)
+        self.own
+            .lock()
+            .extend(entries.iter().map(|entry| entry.ticket));
+        let mut call = self.append.key(self.key(room, "n"));
+        call.key(self.key(room, "log"))
+            .arg(format!("{}{room}", self.channel_prefix()));
+        for entry in entries {
+            call.arg(&entry.text);
+        }
+        let appended: Result<(u64, Vec<String>), _> =
+            self.run(call.invoke_async(&mut connection)).await;
+        let appended = appended.and_then(|(first, ids)| {
+            if ids.len() == entries.len() {
+                Ok((first..)
+                    .zip(ids)
+                    .map(|(n, id)| Position { n, id })
+                    .collect())
+            } else {
+                Err(Unavailable(format!(
+                    "redis answered an append of {} entries with {} ids",
+                    entries.len(),
+                    ids.len()
+                )))
+            }
+        });
+        if appended.is_err() {
+            let mut own = self.own.lock();
+            for entry in entries {
+                own.remove(&entry.ticket);
             }
         }
+        appended
     }
 
     /// Whether this process appended the entry with `ticket` and has not applied it.
@@ -414,7 +460,7 @@ impl Cluster {
                 };
                 // On failure the claim expires and a later round (here or elsewhere)
                 // appends again; applying it twice removes nobody twice.
-                self.append(room, &gone).await?;
+                self.append(room, &[&Serialized::new(&gone)]).await?;
             }
             for room in rooms {
                 let _ = deliveries.send(Delivery::Reaped { room });
@@ -450,17 +496,20 @@ fn parse_stream_entry(id: String, fields: &[String]) -> Result<(Position, LogEnt
     Ok((Position { n, id }, entry))
 }
 
-/// `"<n> <stream id> <entry>"`, as the append script publishes it.
-fn parse_published(payload: &str) -> Option<(Position, LogEntry)> {
-    let (n, rest) = payload.split_once(' ')?;
-    let (id, entry) = rest.split_once(' ')?;
-    Some((
-        Position {
-            n: n.parse().ok()?,
-            id: id.to_string(),
-        },
-        serde_json::from_str(entry).ok()?,
-    ))
+/// The entries of a published batch, in order: each one's position and its JSON text,
+/// or `None` for a line that is not `"<n> <stream id> <entry>"`.
+pub fn published_entries(payload: &str) -> impl Iterator<Item = Option<(Position, &str)>> {
+    payload.split('\n').map(|line| {
+        let (n, rest) = line.split_once(' ')?;
+        let (id, entry) = rest.split_once(' ')?;
+        Some((
+            Position {
+                n: n.parse().ok()?,
+                id: id.to_string(),
+            },
+            entry,
+        ))
+    })
 }
 
 /// Heartbeats and reaps dead nodes until the cluster is dropped.
@@ -605,21 +654,35 @@ async fn subscriber(
                     let Some(room) = message.get_channel_name().strip_prefix(&channel_prefix) else {
                         continue;
                     };
-                    let Ok(payload) = std::str::from_utf8(message.get_payload_bytes()) else {
+                    let Ok(payload) = String::from_utf8(message.get_payload_bytes().to_vec()) else {
+                        tracing::error!(%room, "published entries that are not UTF-8");
                         continue;
                     };
-                    match parse_published(payload) {
-                        Some((position, entry)) => {
-                            let _ = deliveries.send(Delivery::Entry {
-                                room: room.to_string(),
-                                position,
-                                entry: Box::new(entry),
-                            });
-                        }
-                        None => tracing::error!(%room, "unreadable published entry"),
-                    }
+                    let _ = deliveries.send(Delivery::Published { room: room.to_string(), payload });
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_published_batch_reads_as_its_entries_in_order() {
+        let payload = "7 1-0 {\"a\":\"x y\"}\n8 1-1 {}\nnonsense\n9 2-0 {\"b\":1}";
+        let read: Vec<_> = published_entries(payload)
+            .map(|entry| entry.map(|(position, text)| (position.n, position.id, text)))
+            .collect();
+        assert_eq!(
+            read,
+            vec![
+                Some((7, "1-0".to_string(), r#"{"a":"x y"}"#)),
+                Some((8, "1-1".to_string(), "{}")),
+                None,
+                Some((9, "2-0".to_string(), r#"{"b":1}"#)),
+            ]
+        );
     }
 }

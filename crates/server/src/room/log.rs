@@ -6,12 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use roomstate_protocol::{
-    ClientMessage, CloseReason, ErrorBody, ErrorCode, Outcome, Reply, ReplyBody, ServerMessage,
+    ClientMessage, CloseReason, ErrorBody, ErrorCode, Outcome, Reply, ReplyBody, RequestId,
+    ServerMessage,
 };
+use tokio::sync::oneshot;
 
+use super::appends::Then;
 use super::{Connection, Pending, Room, RoomState};
 use crate::clock::now_millis;
-use crate::cluster::{Cluster, Position, Unavailable};
+use crate::cluster::{published_entries, Cluster, Position, Unavailable};
 use crate::rules::command::{Command, LogEntry};
 use crate::rules::{self, requested_keys};
 
@@ -50,20 +53,30 @@ impl Room {
         command: Command,
         pending: Option<Pending>,
     ) -> Result<u64, Unavailable> {
-        let ticket = crate::rules::command::next_ticket();
-        let entry = LogEntry {
-            origin: self.node.id.clone(),
-            ticket,
-            at: now_millis(),
-            command,
-        };
+        let entry = self.entry(command);
+        let ticket = entry.ticket;
         match &self.node.cluster {
             None => self.apply_here(entry, pending),
-            // Boxed: every connection's futures would otherwise carry the size of the
-            // Redis calls, on a single node too.
-            Some(cluster) => Box::pin(self.append(cluster, entry, pending)).await?,
+            Some(cluster) => {
+                let (stored, outcome) = oneshot::channel();
+                // Boxed: every connection's futures would otherwise carry the size of
+                // the wait for room in the queue, on a single node too.
+                Box::pin(self.queue_append(cluster, entry, pending, Then::Tell(stored))).await;
+                outcome
+                    .await
+                    .unwrap_or_else(|_| Err(Unavailable("the append was dropped".into())))?;
+            }
         }
         Ok(ticket)
+    }
+
+    fn entry(&self, command: Command) -> LogEntry {
+        LogEntry {
+            origin: self.node.id.clone(),
+            ticket: crate::rules::command::next_ticket(),
+            at: now_millis(),
+            command,
+        }
     }
 
     /// Stops waiting on the entry `ticket`: whoever waited gave up. (A join applied
@@ -92,33 +105,32 @@ impl Room {
         self.finish(state);
     }
 
-    async fn append(
-        self: &Arc<Self>,
-        cluster: &Cluster,
-        entry: LogEntry,
-        pending: Option<Pending>,
-    ) -> Result<(), Unavailable> {
-        let ticket = entry.ticket;
-        {
-            let mut state = self.lock_state();
-            if state.removed {
-                return Ok(());
+    /// Applies the entries of a published batch that this copy still needs. Those it
+    /// applied already (its own, applied when Redis answered) are not even parsed.
+    pub(super) fn offer_published(self: &Arc<Self>, payload: &str) {
+        for published in published_entries(payload) {
+            // An unreadable entry leaves a gap, which the room reads from the log.
+            let Some((position, text)) = published else {
+                tracing::error!(room = %self.name, "unreadable published entry");
+                continue;
+            };
+            if self.applied_already(&position) {
+                continue;
             }
-            if let Some(pending) = pending {
-                state.pending.insert(ticket, pending);
-            }
-        }
-        match cluster.append(&self.name, &entry).await {
-            Ok(position) => {
-                self.offer(position, entry);
-                Ok(())
-            }
-            Err(unavailable) => {
-                self.lock_state().pending.remove(&ticket);
-                self.release_if_unused();
-                Err(unavailable)
+            match serde_json::from_str(text) {
+                Ok(entry) => self.offer(position, entry),
+                Err(error) => {
+                    tracing::error!(room = %self.name, %error, "unreadable published entry")
+                }
             }
         }
+    }
+
+    /// Whether `offer` would do nothing with an entry at `position`.
+    fn applied_already(&self, position: &Position) -> bool {
+        let state = self.lock_state();
+        !state.loaded
+            || (position.n <= state.applied.n && !position.renumbered_since(&state.applied))
     }
 
     /// Applies an entry of the cluster's log if it is the next one; a gap means
@@ -304,7 +316,9 @@ impl Room {
         }
     }
 
-    /// Hands one message from participant `sid`'s connection `epoch` to the room.
+    /// Hands one message from participant `sid`'s connection `epoch` to the room. In a
+    /// cluster it returns once the entry is queued for Redis, so the connection reads
+    /// its next request meanwhile; the answer comes when the entry is applied.
     pub async fn handle(
         self: &Arc<Self>,
         sid: &str,
@@ -318,17 +332,37 @@ impl Room {
             (ClientMessage::Get { keys, .. }, Some(_)) => Some(keys.clone()),
             _ => None,
         };
-        let command = Command::Client {
+        let entry = self.entry(Command::Client {
             sid: sid.to_string(),
             epoch,
             message,
+        });
+        let Some(cluster) = &self.node.cluster else {
+            return self.apply_here(entry, None);
         };
-        let Err(Unavailable(problem)) = self.submit(command, None).await.map(drop) else {
-            return;
+        let room = Arc::clone(self);
+        let connection = connection.clone();
+        let failed = move |Unavailable(problem)| {
+            // Without an id it was `leave`: the connection closes anyway, and the
+            // participant departs.
+            if let Some(id) = id {
+                room.answer_unavailable(id, read, &problem, &connection);
+            }
         };
-        let Some(id) = id else {
-            return; // `leave`: the connection closes anyway, and the participant departs.
-        };
+        // Boxed: every connection's futures would otherwise carry the size of the wait
+        // for room in the queue, on a single node too.
+        Box::pin(self.queue_append(cluster, entry, None, Then::OnFailure(Box::new(failed)))).await;
+    }
+
+    /// Answers request `id`, which Redis did not store: with this node's copy, marked
+    /// stale, if it was a read; else with an `unavailable` error.
+    fn answer_unavailable(
+        &self,
+        id: RequestId,
+        read: Option<Vec<String>>,
+        problem: &str,
+        connection: &Connection,
+    ) {
         let stale = read.and_then(|keys| {
             let keys = requested_keys(&keys, &self.config().limits).ok()?;
             let state = self.lock_state();

@@ -4,6 +4,7 @@
 //! - `registry`: every room this node holds, and joining one;
 //! - `log`: the order of a room's entries (this lock on one node, a Redis stream in a
 //!   cluster), catching up, and handing each entry to the rules;
+//! - `appends`: in a cluster, this node's entries queued and appended in batches;
 //! - `apply`: one entry applied, and its effects carried out on this node;
 //! - `delivery`: the connections this node holds, and queueing frames to them;
 //! - `presence`: the reconnect grace period of a connection that went away;
@@ -15,6 +16,7 @@
 //! may resume), so one slow reader never slows the room.
 
 mod admin;
+mod appends;
 mod apply;
 mod delivery;
 mod log;
@@ -72,6 +74,8 @@ pub struct Room {
     state: Mutex<RoomState>,
     /// Held while catching up with the log, so there is one catch-up at a time.
     syncing: tokio::sync::Mutex<()>,
+    /// In a cluster: this node's entries on their way to Redis.
+    appends: appends::Appends,
 }
 
 struct RoomState {
@@ -143,6 +147,7 @@ impl Room {
             node,
             registry,
             syncing: tokio::sync::Mutex::new(()),
+            appends: appends::Appends::default(),
         }
     }
 

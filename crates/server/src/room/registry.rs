@@ -182,14 +182,10 @@ impl Rooms {
             while let Some(delivery) = deliveries.recv().await {
                 let Some(rooms) = rooms.upgrade() else { return };
                 match delivery {
-                    Delivery::Entry {
-                        room,
-                        position,
-                        entry,
-                    } => {
+                    Delivery::Published { room, payload } => {
                         let found = rooms.rooms.lock().get(&room).cloned();
                         if let Some(found) = found {
-                            found.offer(position, *entry);
+                            found.offer_published(&payload);
                         }
                     }
                     Delivery::Resubscribed => {

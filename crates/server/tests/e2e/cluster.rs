@@ -6,10 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
+use futures_util::SinkExt;
 use roomstate::{ConnectOptions, ConnectionState, RoomError};
-use roomstate_protocol::Limit;
+use roomstate_protocol::{ErrorCode, Limit, Outcome, ServerMessage};
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
 
+use crate::auth_and_limits::{next, raw_join_at, RawSocket};
 use crate::harness::{
     fast_options, Client, Heard, RedisServer, TestServer, Token, KEY, PATIENCE, SECRET,
 };
@@ -330,6 +333,128 @@ async fn snapshots_trim_a_busy_room_s_log() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A connection's requests do not wait for each other's trip to Redis: sent back to
+/// back, they are appended together (a few script calls for hundreds of writes), and
+/// still applied, answered and delivered in the order sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_writes_are_appended_together_in_the_order_sent() {
+    const WRITES: u64 = 300;
+    // Read as fast as they come: the default budget of 200 a second would space them.
+    let server = TestServer::cluster(2, "client_requests_per_second = 100000");
+    let reader = Client::join(&server.node_url(1), &Token::new("r", "reader")).await;
+    let seen = reader.observe(&["n"]);
+    seen.wait_for(Heard::Key("n".into(), None)).await;
+    let mut writer = raw_join_at(&server.node_url(0), "writer").await;
+    let redis = redis::Client::open(server.redis.as_ref().unwrap().url()).unwrap();
+    let mut redis = redis.get_multiplexed_async_connection().await.unwrap();
+    let script_calls_before = script_calls(&mut redis).await;
+    // Redis holds writes for a moment (well within the nodes' timeout): the first
+    // append waits, and the writes that follow queue behind it.
+    pause_writes(&mut redis, 200).await;
+    send_sets(&mut writer, WRITES).await;
+    let mut answered = Vec::new();
+    while answered.len() < WRITES as usize {
+        if let ServerMessage::Reply(reply) = next(&mut writer).await {
+            assert!(matches!(reply.outcome, Outcome::Ok(_)), "{reply:?}");
+            answered.push(reply.id);
+        }
+    }
+    assert_eq!(
+        answered,
+        (1..=WRITES).collect::<Vec<_>>(),
+        "answered in order"
+    );
+    seen.wait_for(Heard::Key("n".into(), Some(json!(WRITES))))
+        .await;
+    let expected: Vec<Option<Value>> = std::iter::once(None)
+        .chain((1..=WRITES).map(|n| Some(json!(n))))
+        .collect();
+    assert_eq!(seen.values("n"), expected, "in order, exactly once");
+    let calls = script_calls(&mut redis).await - script_calls_before;
+    assert!(
+        calls < WRITES / 10,
+        "{WRITES} writes took {calls} script calls (appends and snapshots)"
+    );
+}
+
+/// When Redis stops answering, a room's queued writes are refused after one timeout,
+/// not one timeout per batch: every pipelined write is answered `unavailable`, and
+/// none but the batch that was in flight can have been stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_queued_behind_a_failed_append_are_refused_with_it() {
+    const WRITES: u64 = 600; // the first batch, then at least two more of 256
+    let server = TestServer::cluster(2, "client_requests_per_second = 100000");
+    let mut writer = raw_join_at(&server.node_url(0), "writer").await;
+    let redis = redis::Client::open(server.redis.as_ref().unwrap().url()).unwrap();
+    let mut redis = redis.get_multiplexed_async_connection().await.unwrap();
+    // Longer than the nodes' 500 ms timeout, shorter than two of it: one batch after
+    // the failed one would still time out, but the one after that would be stored.
+    pause_writes(&mut redis, 1200).await;
+    send_sets(&mut writer, WRITES).await;
+    let mut answered = 0;
+    while answered < WRITES {
+        if let ServerMessage::Reply(reply) = next(&mut writer).await {
+            match reply.outcome {
+                Outcome::Error(error) => assert_eq!(error.code, ErrorCode::Unavailable),
+                Outcome::Ok(_) => panic!("write {} stored while Redis was paused", reply.id),
+            }
+            answered += 1;
+        }
+    }
+    // Once Redis is back (a write of ours waits for that), at most the batch that was
+    // in flight may have been stored.
+    let deadline = Instant::now() + PATIENCE;
+    while let Err(error) = redis::cmd("SET")
+        .arg("unpaused")
+        .arg(1)
+        .query_async::<()>(&mut redis)
+        .await
+    {
+        assert!(Instant::now() < deadline, "redis still paused: {error}");
+    }
+    let reader = Client::join(&server.node_url(1), &Token::new("r", "reader")).await;
+    let read = reader.store().read("n").await.unwrap();
+    assert!(!read.may_be_stale);
+    if let Some(entry) = read.entry {
+        assert!(entry.value.as_u64().unwrap() <= 256, "stored {entry:?}");
+    }
+}
+
+/// Makes Redis hold every write command (scripts included) for `ms`.
+async fn pause_writes(redis: &mut redis::aio::MultiplexedConnection, ms: u64) {
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(ms)
+        .arg("WRITE")
+        .query_async::<()>(redis)
+        .await
+        .unwrap();
+}
+
+/// Sends `count` writes of key "n" back to back, without waiting for answers: request
+/// `i` (from 1) sets the value `i`.
+async fn send_sets(socket: &mut RawSocket, count: u64) {
+    for n in 1..=count {
+        let set = format!(r#"{{"type":"set","id":{n},"key":"n","value":{n}}}"#);
+        socket.feed(Message::text(set)).await.unwrap();
+    }
+    socket.flush().await.unwrap();
+}
+
+/// How many scripts Redis has run (appends, snapshots).
+async fn script_calls(redis: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(redis)
+        .await
+        .unwrap();
+    stats
+        .lines()
+        .filter_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+        .filter_map(|rest| rest.split(',').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
