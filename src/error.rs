@@ -40,7 +40,8 @@ pub enum RoomError {
         message: String,
     },
     /// The server is up but cannot reach the room's shared state (a cluster whose Redis
-    /// is down): nothing was changed. Retry later.
+    /// is down): nothing was changed, unless Redis stopped answering while storing it
+    /// (`message` then says the change may still have been stored). Retry later.
     #[error("unavailable: {message}")]
     Unavailable { message: String },
     /// The server could not be reached, or did not speak the protocol.

@@ -81,9 +81,7 @@ impl From<AdminError> for TwirpError {
             AdminError::Refused(error) => error.into(),
             AdminError::Unavailable(problem) => TwirpError::new(
                 "unavailable",
-                format!(
-                    "the room's shared state cannot be reached, nothing was changed: {problem}"
-                ),
+                format!("the room's shared state cannot be reached: {problem}"),
             ),
         }
     }

@@ -79,8 +79,14 @@ pub async fn serve(
         own: &own,
         address: address.as_ref(),
     };
+    let end = reading.read_frames(&mut reader, &mut writing).await;
+    if !matches!(end, ReadEnd::WriterGone) {
+        // In a cluster the last requests may still be on their way to Redis: their
+        // answers go out before the close frame.
+        admitted.room.settle().await;
+    }
     // The close frame to end with, once the reader is done; none if the writer gave up.
-    let farewell = match reading.read_frames(&mut reader, &mut writing).await {
+    let farewell = match end {
         ReadEnd::Gone => Some(websocket::close(NORMAL_CLOSURE, "")),
         ReadEnd::Closing(closing) => {
             // The first reason stands: a slow consumer cut by the room stays one, even

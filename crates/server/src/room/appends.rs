@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
 
 use super::{Pending, Room};
 use crate::cluster::{Cluster, Serialized, Unavailable};
@@ -28,6 +28,8 @@ pub(super) struct Appends {
     queue: Mutex<Queue>,
     /// A permit per byte that may still be queued.
     room_for: Semaphore,
+    /// How many queued entries are done with: applied, or refused.
+    finished: watch::Sender<u64>,
 }
 
 impl Default for Appends {
@@ -35,6 +37,7 @@ impl Default for Appends {
         Appends {
             queue: Mutex::default(),
             room_for: Semaphore::new(MAX_QUEUED_BYTES),
+            finished: watch::Sender::new(0),
         }
     }
 }
@@ -50,6 +53,8 @@ struct Queue {
     entries: Vec<Queued>,
     /// Whether a task is appending (and will take what is queued next).
     appending: bool,
+    /// How many entries were ever queued.
+    queued: u64,
 }
 
 struct Queued {
@@ -117,6 +122,7 @@ impl Room {
                 serialized,
                 then,
             });
+            queue.queued += 1;
             !std::mem::replace(&mut queue.appending, true)
         };
         if start {
@@ -124,13 +130,32 @@ impl Room {
         }
     }
 
+    /// Waits until the entries this node queued for the room so far are applied (or
+    /// refused, and their requests answered); at most two Redis timeouts, one for the
+    /// call in flight and one for the rest. A connection that ends waits for this, so
+    /// the answers to its last requests go out before its close frame. Nothing to wait
+    /// for on a single node.
+    pub async fn settle(&self) {
+        let Some(cluster) = &self.node.cluster else {
+            return;
+        };
+        let queued = self.appends.queue.lock().queued;
+        let mut finished = self.appends.finished.subscribe();
+        let all_done = finished.wait_for(|&done| done >= queued);
+        let _ = tokio::time::timeout(cluster.timeout() * 2, all_done).await;
+    }
+
     /// Appends what is queued, a batch at a time, until the queue is empty.
     async fn append_queued(self: Arc<Self>, cluster: Arc<Cluster>) {
+        // If applying a batch panics, what is queued is refused and the next entry
+        // starts a new task: the room does not stop appending on this node.
+        let mut unfinished = Unfinished(Some(&self));
         loop {
             let batch = {
                 let mut queue = self.appends.queue.lock();
                 if queue.entries.is_empty() {
                     queue.appending = false;
+                    unfinished.0 = None;
                     return;
                 }
                 let count = batch_len(queue.entries.iter().map(|queued| queued.serialized.bytes()));
@@ -143,19 +168,24 @@ impl Room {
             match appended {
                 Ok(positions) => {
                     self.dequeued(&batch);
+                    let count = batch.len() as u64;
                     for (position, queued) in positions.into_iter().zip(batch) {
                         self.offer(position, queued.entry);
                         queued.then.done(Ok(()));
                     }
+                    self.appends.finished.send_modify(|done| *done += count);
                 }
-                Err(unavailable) => {
+                Err(Unavailable(problem)) => {
+                    // The call may have reached Redis before it failed.
+                    let unknown = format!("{problem}; the change may still have been stored");
+                    self.refused(batch, &Unavailable(unknown));
                     // What queued behind the batch would wait a timeout per batch for
                     // the same Redis: it is refused now, and its requests answered.
                     let behind = std::mem::take(&mut self.appends.queue.lock().entries);
-                    for failed in [batch, behind] {
-                        self.dequeued(&failed);
-                        self.refused(failed, &unavailable);
-                    }
+                    let not_sent = format!(
+                        "not sent, after an append failed ({problem}); nothing was changed"
+                    );
+                    self.refused(behind, &Unavailable(not_sent));
                 }
             }
         }
@@ -170,8 +200,11 @@ impl Room {
         self.appends.room_for.add_permits(permits);
     }
 
-    /// Tells whoever waits on `entries` that Redis did not store them.
+    /// Tells whoever waits on `entries` (taken from the queue) that Redis did not store
+    /// them.
     fn refused(self: &Arc<Self>, entries: Vec<Queued>, unavailable: &Unavailable) {
+        self.dequeued(&entries);
+        let count = entries.len() as u64;
         {
             let mut state = self.lock_state();
             for queued in &entries {
@@ -182,6 +215,24 @@ impl Room {
         for queued in entries {
             queued.then.done(Err(unavailable.clone()));
         }
+        self.appends.finished.send_modify(|done| *done += count);
+    }
+}
+
+/// Set while an append task may leave entries queued with `appending` set: dropped so
+/// (a panic), it refuses them and lets the next entry start a new task.
+struct Unfinished<'a>(Option<&'a Arc<Room>>);
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        let Some(room) = self.0 else { return };
+        let stranded = {
+            let mut queue = room.appends.queue.lock();
+            queue.appending = false;
+            std::mem::take(&mut queue.entries)
+        };
+        let failed = Unavailable("not sent: this node failed while appending".into());
+        room.refused(stranded, &failed);
     }
 }
 

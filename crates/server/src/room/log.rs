@@ -137,6 +137,11 @@ impl Room {
     /// entries were missed, and the room catches up from the log first.
     pub(super) fn offer(self: &Arc<Self>, position: Position, entry: LogEntry) {
         let mut state = self.lock_state();
+        if state.removed {
+            // A copy this node let go of (cleared): its own entries still being
+            // appended must not rebuild it, nor save it as the room's snapshot.
+            return;
+        }
         if state.loaded && position.renumbered_since(&state.applied) && !state.log_reset {
             tracing::error!(room = %self.name, "Redis lost this room's log (restarted without persistence?); starting over from what it has");
             state.log_reset = true;
@@ -228,6 +233,9 @@ impl Room {
     /// of its log this node has not applied yet.
     pub(super) async fn sync(self: &Arc<Self>, cluster: &Cluster) -> Result<(), Unavailable> {
         let _one_at_a_time = self.syncing.lock().await;
+        if self.lock_state().removed {
+            return Ok(()); // A copy let go of: a new one reads the log for itself.
+        }
         if !self.lock_state().loaded {
             // Subscribed first: whatever is appended after the snapshot is read either
             // from the log below or from the subscription.
@@ -261,6 +269,9 @@ impl Room {
             let full = batch.len() == CATCH_UP_BATCH;
             {
                 let mut state = self.lock_state();
+                if state.removed {
+                    return Ok(());
+                }
                 for (position, entry) in batch {
                     if position.n == state.applied.n + 1 {
                         self.apply_logged(&mut state, position, entry);
@@ -354,8 +365,9 @@ impl Room {
         Box::pin(self.queue_append(cluster, entry, None, Then::OnFailure(Box::new(failed)))).await;
     }
 
-    /// Answers request `id`, which Redis did not store: with this node's copy, marked
-    /// stale, if it was a read; else with an `unavailable` error.
+    /// Answers request `id`, which Redis did not confirm: with this node's copy, marked
+    /// stale, if it was a read; else with an `unavailable` error whose message says
+    /// whether the change may still have been stored.
     fn answer_unavailable(
         &self,
         id: RequestId,
@@ -381,9 +393,7 @@ impl Room {
                 id,
                 outcome: Outcome::Error(ErrorBody::new(
                     ErrorCode::Unavailable,
-                    format!(
-                        "the room's shared state cannot be reached, nothing was changed: {problem}"
-                    ),
+                    format!("the room's shared state cannot be reached: {problem}"),
                 )),
                 stale: false,
             },

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use roomstate::{ConnectOptions, ConnectionState, RoomError};
 use roomstate_protocol::{ErrorCode, Limit, Outcome, ServerMessage};
 use serde_json::{json, Value};
@@ -380,8 +380,8 @@ async fn pipelined_writes_are_appended_together_in_the_order_sent() {
 }
 
 /// When Redis stops answering, a room's queued writes are refused after one timeout,
-/// not one timeout per batch: every pipelined write is answered `unavailable`, and
-/// none but the batch that was in flight can have been stored.
+/// not one timeout per batch: every pipelined write is answered `unavailable`, none but
+/// the batch that was in flight can have been stored, and the answers say which.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_queued_behind_a_failed_append_are_refused_with_it() {
     const WRITES: u64 = 600; // the first batch, then at least two more of 256
@@ -393,14 +393,21 @@ async fn writes_queued_behind_a_failed_append_are_refused_with_it() {
     // the failed one would still time out, but the one after that would be stored.
     pause_writes(&mut redis, 1200).await;
     send_sets(&mut writer, WRITES).await;
-    let mut answered = 0;
-    while answered < WRITES {
+    // Each answer says whether that write may still have been stored.
+    let mut maybe_stored = std::collections::HashMap::new();
+    while (maybe_stored.len() as u64) < WRITES {
         if let ServerMessage::Reply(reply) = next(&mut writer).await {
-            match reply.outcome {
-                Outcome::Error(error) => assert_eq!(error.code, ErrorCode::Unavailable),
-                Outcome::Ok(_) => panic!("write {} stored while Redis was paused", reply.id),
-            }
-            answered += 1;
+            let Outcome::Error(error) = reply.outcome else {
+                panic!("write {} stored while Redis was paused", reply.id);
+            };
+            assert_eq!(error.code, ErrorCode::Unavailable);
+            let unknown = error.message.contains("may still have been stored");
+            assert!(
+                unknown || error.message.contains("nothing was changed"),
+                "{}",
+                error.message
+            );
+            maybe_stored.insert(reply.id, unknown);
         }
     }
     // Once Redis is back (a write of ours waits for that), at most the batch that was
@@ -418,8 +425,47 @@ async fn writes_queued_behind_a_failed_append_are_refused_with_it() {
     let read = reader.store().read("n").await.unwrap();
     assert!(!read.may_be_stale);
     if let Some(entry) = read.entry {
-        assert!(entry.value.as_u64().unwrap() <= 256, "stored {entry:?}");
+        let id = entry.value.as_u64().unwrap();
+        assert!(
+            maybe_stored[&id],
+            "write {id} was stored but its answer said nothing was changed"
+        );
     }
+    let unknown = maybe_stored.values().filter(|&&unknown| unknown).count();
+    assert!(
+        unknown <= 256,
+        "{unknown} answers say the write may have been stored: more than the batch in flight"
+    );
+}
+
+/// A client that sends requests and closes at once still gets every answer before the
+/// server's close frame, although in a cluster the requests were still on their way to
+/// Redis when the close arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_sent_just_before_a_close_are_answered_before_the_close_frame() {
+    const WRITES: u64 = 50;
+    let server = TestServer::cluster(2, "client_requests_per_second = 100000");
+    let mut writer = raw_join_at(&server.node_url(0), "writer").await;
+    let redis = redis::Client::open(server.redis.as_ref().unwrap().url()).unwrap();
+    let mut redis = redis.get_multiplexed_async_connection().await.unwrap();
+    pause_writes(&mut redis, 200).await;
+    send_sets(&mut writer, WRITES).await;
+    writer.send(Message::Close(None)).await.unwrap();
+    let mut answered = 0;
+    loop {
+        let frame = tokio::time::timeout(PATIENCE, writer.next()).await.unwrap();
+        match frame {
+            Some(Ok(Message::Text(text))) => {
+                if let ServerMessage::Reply(reply) = serde_json::from_str(text.as_str()).unwrap() {
+                    assert!(matches!(reply.outcome, Outcome::Ok(_)), "{reply:?}");
+                    answered += 1;
+                }
+            }
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+            Some(Ok(_)) => {}
+        }
+    }
+    assert_eq!(answered, WRITES, "answers before the close frame");
 }
 
 /// Makes Redis hold every write command (scripts included) for `ms`.
