@@ -55,6 +55,8 @@ struct Queue {
     appending: bool,
     /// How many entries were ever queued.
     queued: u64,
+    /// How many entries the task took for the call under way, not yet finished.
+    taken: u64,
 }
 
 struct Queued {
@@ -153,12 +155,14 @@ impl Room {
         loop {
             let batch = {
                 let mut queue = self.appends.queue.lock();
+                queue.taken = 0; // The last batch is counted as finished.
                 if queue.entries.is_empty() {
                     queue.appending = false;
                     unfinished.0 = None;
                     return;
                 }
                 let count = batch_len(queue.entries.iter().map(|queued| queued.serialized.bytes()));
+                queue.taken = count as u64;
                 queue.entries.drain(..count).collect::<Vec<_>>()
             };
             let serialized: Vec<&Serialized> =
@@ -181,7 +185,11 @@ impl Room {
                     self.refused(batch, &Unavailable(unknown));
                     // What queued behind the batch would wait a timeout per batch for
                     // the same Redis: it is refused now, and its requests answered.
-                    let behind = std::mem::take(&mut self.appends.queue.lock().entries);
+                    let behind = {
+                        let mut queue = self.appends.queue.lock();
+                        queue.taken = 0;
+                        std::mem::take(&mut queue.entries)
+                    };
                     let not_sent = format!(
                         "not sent, after an append failed ({problem}); nothing was changed"
                     );
@@ -226,13 +234,16 @@ struct Unfinished<'a>(Option<&'a Arc<Room>>);
 impl Drop for Unfinished<'_> {
     fn drop(&mut self) {
         let Some(room) = self.0 else { return };
-        let stranded = {
+        let (stranded, lost) = {
             let mut queue = room.appends.queue.lock();
             queue.appending = false;
-            std::mem::take(&mut queue.entries)
+            let lost = std::mem::take(&mut queue.taken);
+            (std::mem::take(&mut queue.entries), lost)
         };
         let failed = Unavailable("not sent: this node failed while appending".into());
         room.refused(stranded, &failed);
+        // The batch under way is done with too: `settle` does not wait for it.
+        room.appends.finished.send_modify(|done| *done += lost);
     }
 }
 

@@ -341,14 +341,10 @@ async fn snapshots_trim_a_busy_room_s_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_writes_are_appended_together_in_the_order_sent() {
     const WRITES: u64 = 300;
-    // Read as fast as they come: the default budget of 200 a second would space them.
-    let server = TestServer::cluster(2, "client_requests_per_second = 100000");
+    let (server, mut writer, mut redis) = pipelining_writer().await;
     let reader = Client::join(&server.node_url(1), &Token::new("r", "reader")).await;
     let seen = reader.observe(&["n"]);
     seen.wait_for(Heard::Key("n".into(), None)).await;
-    let mut writer = raw_join_at(&server.node_url(0), "writer").await;
-    let redis = redis::Client::open(server.redis.as_ref().unwrap().url()).unwrap();
-    let mut redis = redis.get_multiplexed_async_connection().await.unwrap();
     let script_calls_before = script_calls(&mut redis).await;
     // Redis holds writes for a moment (well within the nodes' timeout): the first
     // append waits, and the writes that follow queue behind it.
@@ -385,10 +381,7 @@ async fn pipelined_writes_are_appended_together_in_the_order_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_queued_behind_a_failed_append_are_refused_with_it() {
     const WRITES: u64 = 600; // the first batch, then at least two more of 256
-    let server = TestServer::cluster(2, "client_requests_per_second = 100000");
-    let mut writer = raw_join_at(&server.node_url(0), "writer").await;
-    let redis = redis::Client::open(server.redis.as_ref().unwrap().url()).unwrap();
-    let mut redis = redis.get_multiplexed_async_connection().await.unwrap();
+    let (server, mut writer, mut redis) = pipelining_writer().await;
     // Longer than the nodes' 500 ms timeout, shorter than two of it: one batch after
     // the failed one would still time out, but the one after that would be stored.
     pause_writes(&mut redis, 1200).await;
@@ -444,10 +437,7 @@ async fn writes_queued_behind_a_failed_append_are_refused_with_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_sent_just_before_a_close_are_answered_before_the_close_frame() {
     const WRITES: u64 = 50;
-    let server = TestServer::cluster(2, "client_requests_per_second = 100000");
-    let mut writer = raw_join_at(&server.node_url(0), "writer").await;
-    let redis = redis::Client::open(server.redis.as_ref().unwrap().url()).unwrap();
-    let mut redis = redis.get_multiplexed_async_connection().await.unwrap();
+    let (_server, mut writer, mut redis) = pipelining_writer().await;
     pause_writes(&mut redis, 200).await;
     send_sets(&mut writer, WRITES).await;
     writer.send(Message::Close(None)).await.unwrap();
@@ -466,6 +456,17 @@ async fn requests_sent_just_before_a_close_are_answered_before_the_close_frame()
         }
     }
     assert_eq!(answered, WRITES, "answers before the close frame");
+}
+
+/// Two nodes, a raw client "writer" in room "r" on the first (read as fast as it
+/// sends: the default budget of 200 requests a second would space its writes), and a
+/// connection to their Redis.
+async fn pipelining_writer() -> (TestServer, RawSocket, redis::aio::MultiplexedConnection) {
+    let server = TestServer::cluster(2, "client_requests_per_second = 100000");
+    let writer = raw_join_at(&server.node_url(0), "writer").await;
+    let redis = redis::Client::open(server.redis.as_ref().unwrap().url()).unwrap();
+    let redis = redis.get_multiplexed_async_connection().await.unwrap();
+    (server, writer, redis)
 }
 
 /// Makes Redis hold every write command (scripts included) for `ms`.
