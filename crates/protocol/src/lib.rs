@@ -392,8 +392,9 @@ pub enum ErrorCode {
     LimitExceeded,
     /// `if_version` did not match.
     Conflict,
-    /// The node cannot reach the room's shared state (Redis): nothing was changed;
-    /// retry later, or on another node.
+    /// The node cannot reach the room's shared state (Redis): nothing was changed,
+    /// unless Redis stopped answering while storing the change (the message then says
+    /// it may still have been stored); retry later, or on another node.
     Unavailable,
     Internal,
 }
