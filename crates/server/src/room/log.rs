@@ -114,7 +114,7 @@ impl Room {
                 tracing::error!(room = %self.name, "unreadable published entry");
                 continue;
             };
-            if self.applied_already(&position) {
+            if self.lock_state().ignores(&position) {
                 continue;
             }
             match serde_json::from_str(text) {
@@ -126,31 +126,20 @@ impl Room {
         }
     }
 
-    /// Whether `offer` would do nothing with an entry at `position`.
-    fn applied_already(&self, position: &Position) -> bool {
-        let state = self.lock_state();
-        !state.loaded
-            || (position.n <= state.applied.n && !position.renumbered_since(&state.applied))
-    }
-
     /// Applies an entry of the cluster's log if it is the next one; a gap means
     /// entries were missed, and the room catches up from the log first.
     pub(super) fn offer(self: &Arc<Self>, position: Position, entry: LogEntry) {
         let mut state = self.lock_state();
-        if state.removed {
-            // A copy this node let go of (cleared): its own entries still being
-            // appended must not rebuild it, nor save it as the room's snapshot.
+        if state.ignores(&position) {
             return;
         }
-        if state.loaded && position.renumbered_since(&state.applied) && !state.log_reset {
+        if position.n <= state.applied.n {
+            // Numbered at or below this copy, yet appended later.
             tracing::error!(room = %self.name, "Redis lost this room's log (restarted without persistence?); starting over from what it has");
             state.log_reset = true;
             drop(state);
             self.spawn_sync();
             return;
-        }
-        if !state.loaded || position.n <= state.applied.n {
-            return; // Not loaded yet (loading reads it), or already applied.
         }
         if position.n > state.applied.n + 1 {
             state.ahead.insert(position.n, (position, entry));

@@ -108,6 +108,18 @@ struct RoomState {
     release_check: bool,
 }
 
+impl RoomState {
+    /// Whether an entry of the cluster's log at `position` is nothing to this copy: the
+    /// copy was let go of (its node's late entries must not rebuild it, nor save it as
+    /// the room's snapshot), is not loaded yet (loading reads the entry), or applied the
+    /// entry already, unless the entry shows that Redis lost the log and numbered it
+    /// again (and this copy has not started over yet).
+    fn ignores(&self, position: &Position) -> bool {
+        let renumbered = position.renumbered_since(&self.applied) && !self.log_reset;
+        self.removed || !self.loaded || (position.n <= self.applied.n && !renumbered)
+    }
+}
+
 /// Someone on this node waiting for an entry it appended to be applied.
 enum Pending {
     Admit {
