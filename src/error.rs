@@ -3,7 +3,7 @@ use roomstate_protocol::{ConnectRefusal, ConnectRefusalCode, ErrorBody, ErrorCod
 use crate::types::StoreEntry;
 
 /// Everything a room call can fail with. Each variant says whether the change happened:
-/// only `Timeout { sent: true }` and `ConnectionLost` leave that open.
+/// only `Timeout { sent: true }`, `ConnectionLost` and `OutcomeUnknown` leave that open.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RoomError {
     /// The room is disconnected for good (or was never connected); nothing was sent.
@@ -40,10 +40,13 @@ pub enum RoomError {
         message: String,
     },
     /// The server is up but cannot reach the room's shared state (a cluster whose Redis
-    /// is down): nothing was changed, unless Redis stopped answering while storing it
-    /// (`message` then says the change may still have been stored). Retry later.
+    /// is down): nothing was changed. Retry later.
     #[error("unavailable: {message}")]
     Unavailable { message: String },
+    /// The room's shared state stopped answering while storing the change: it may or
+    /// may not have been made (if it was, listeners hear of it as usual).
+    #[error("outcome unknown: {message}")]
+    OutcomeUnknown { message: String },
     /// The server could not be reached, or did not speak the protocol.
     #[error("cannot connect: {message}")]
     Connect { message: String },
@@ -77,6 +80,9 @@ impl From<ErrorBody> for RoomError {
                 message: error.message,
             },
             ErrorCode::Unavailable => RoomError::Unavailable {
+                message: error.message,
+            },
+            ErrorCode::OutcomeUnknown => RoomError::OutcomeUnknown {
                 message: error.message,
             },
             ErrorCode::Internal => RoomError::Internal {

@@ -135,6 +135,11 @@ pub enum RoomError {
     /// The server cannot reach the room's shared state right now; nothing changed.
     #[error("unavailable: {detail}")]
     Unavailable { detail: String },
+    /// The room's shared state stopped answering while storing the change: it may or
+    /// may not have been made. Read the key before repeating a change that must not
+    /// happen twice.
+    #[error("outcome unknown: {detail}")]
+    OutcomeUnknown { detail: String },
     #[error("cannot connect: {detail}")]
     Connect { detail: String },
     #[error("internal error: {detail}")]
@@ -600,6 +605,7 @@ impl From<engine::RoomError> for RoomError {
                 detail: message,
             },
             E::Unavailable { message } => RoomError::Unavailable { detail: message },
+            E::OutcomeUnknown { message } => RoomError::OutcomeUnknown { detail: message },
             E::Connect { message } => RoomError::Connect { detail: message },
             E::Internal { message } => RoomError::Internal { detail: message },
         }

@@ -392,10 +392,13 @@ pub enum ErrorCode {
     LimitExceeded,
     /// `if_version` did not match.
     Conflict,
-    /// The node cannot reach the room's shared state (Redis): nothing was changed,
-    /// unless Redis stopped answering while storing the change (the message then says
-    /// it may still have been stored); retry later, or on another node.
+    /// The node cannot reach the room's shared state (Redis): nothing was changed;
+    /// retry later, or on another node.
     Unavailable,
+    /// Redis stopped answering while storing the change: it may or may not have been
+    /// stored. If it was, its event reaches every observer as usual. Read the key (or
+    /// write with `if_version`) before repeating a change that must not happen twice.
+    OutcomeUnknown,
     Internal,
 }
 
@@ -407,6 +410,7 @@ impl ErrorCode {
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::Conflict => "conflict",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::OutcomeUnknown => "outcome_unknown",
             ErrorCode::Internal => "internal",
         }
     }

@@ -83,6 +83,11 @@ impl From<AdminError> for TwirpError {
                 "unavailable",
                 format!("the room's shared state cannot be reached: {problem}"),
             ),
+            AdminError::OutcomeUnknown(problem) => ErrorBody::new(
+                ErrorCode::OutcomeUnknown,
+                format!("the room's shared state stopped answering: {problem}"),
+            )
+            .into(),
         }
     }
 }
@@ -95,6 +100,8 @@ impl From<ErrorBody> for TwirpError {
             ErrorCode::LimitExceeded => "resource_exhausted",
             ErrorCode::Conflict => "aborted",
             ErrorCode::Unavailable => "unavailable",
+            // Twirp's code for "may have completed even so".
+            ErrorCode::OutcomeUnknown => "deadline_exceeded",
             ErrorCode::Internal => "internal",
         };
         let mut twirp = TwirpError::new(code, error.message);

@@ -17,6 +17,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
+use roomstate_protocol::ErrorCode;
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
@@ -53,9 +54,44 @@ impl Default for ClusterConfig {
     }
 }
 
-/// Redis could not be reached (or did not answer in time): nothing was stored.
+/// Redis could not be reached, or did not answer in time. (An append says more:
+/// [`NotAppended`].)
 #[derive(Debug, Clone)]
 pub struct Unavailable(pub String);
+
+/// Why entries are not known to be in a room's log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NotAppended {
+    /// Redis never got them: nothing was changed.
+    NotSent(String),
+    /// The call carrying them failed under way, so Redis may have stored them after
+    /// all; if it did, every node applies them as usual.
+    Unknown(String),
+}
+
+impl From<NotAppended> for Unavailable {
+    fn from(not_appended: NotAppended) -> Self {
+        match not_appended {
+            NotAppended::NotSent(problem) | NotAppended::Unknown(problem) => Unavailable(problem),
+        }
+    }
+}
+
+impl NotAppended {
+    /// The error a request that appended it is answered with.
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            NotAppended::NotSent(_) => ErrorCode::Unavailable,
+            NotAppended::Unknown(_) => ErrorCode::OutcomeUnknown,
+        }
+    }
+
+    pub fn problem(&self) -> &str {
+        match self {
+            NotAppended::NotSent(problem) | NotAppended::Unknown(problem) => problem,
+        }
+    }
+}
 
 impl From<redis::RedisError> for Unavailable {
     fn from(error: redis::RedisError) -> Self {
@@ -239,11 +275,12 @@ impl Cluster {
     ) -> Result<T, Unavailable> {
         match tokio::time::timeout(self.timeout(), call).await {
             Ok(result) => result.map_err(Unavailable::from),
-            Err(_) => Err(Unavailable(format!(
-                "redis did not answer within {} ms",
-                self.config.timeout_ms
-            ))),
+            Err(_) => Err(Unavailable(self.no_answer())),
         }
+    }
+
+    fn no_answer(&self) -> String {
+        format!("redis did not answer within {} ms", self.config.timeout_ms)
     }
 
     /// Appends `entries` to `room`'s log, in this order, one after the other; `Ok`
@@ -252,7 +289,7 @@ impl Cluster {
         &self,
         room: &str,
         entries: &[&Serialized],
-    ) -> Result<Vec<Position>, Unavailable> {
+    ) -> Result<Vec<Position>, NotAppended> {
         let mut connection = self.commands.clone();
         self.own
             .lock()
@@ -263,22 +300,27 @@ impl Cluster {
         for entry in entries {
             call.arg(&entry.text);
         }
-        let appended: Result<(u64, Vec<String>), _> =
-            self.run(call.invoke_async(&mut connection)).await;
-        let appended = appended.and_then(|(first, ids)| {
-            if ids.len() == entries.len() {
-                Ok((first..)
-                    .zip(ids)
-                    .map(|(n, id)| Position { n, id })
-                    .collect())
-            } else {
-                Err(Unavailable(format!(
-                    "redis answered an append of {} entries with {} ids",
-                    entries.len(),
-                    ids.len()
-                )))
+        let call = call.invoke_async::<(u64, Vec<String>)>(&mut connection);
+        let maybe_stored = |problem: String| {
+            NotAppended::Unknown(format!("{problem}; the change may still have been stored"))
+        };
+        let appended = match tokio::time::timeout(self.timeout(), call).await {
+            Ok(Ok((first, ids))) if ids.len() == entries.len() => Ok((first..)
+                .zip(ids)
+                .map(|(n, id)| Position { n, id })
+                .collect()),
+            Ok(Ok((_, ids))) => Err(maybe_stored(format!(
+                "redis answered an append of {} entries with {} ids",
+                entries.len(),
+                ids.len()
+            ))),
+            // Refused before anything was sent.
+            Ok(Err(error)) if error.is_connection_refusal() => {
+                Err(NotAppended::NotSent(format!("redis: {error}")))
             }
-        });
+            Ok(Err(error)) => Err(maybe_stored(format!("redis: {error}"))),
+            Err(_) => Err(maybe_stored(self.no_answer())),
+        };
         if appended.is_err() {
             let mut own = self.own.lock();
             for entry in entries {

@@ -367,6 +367,7 @@ public final class RoomModel {
         case .LimitExceeded(let limit, let max, let actual, _): "too large (\(limit): \(actual) > \(max))"
         case .InvalidValue(let detail): "invalid (\(detail))"
         case .Unavailable: "the server is busy, try again"
+        case .OutcomeUnknown: "the server stopped answering (it may have been applied)"
         case .Conflict: "changed meanwhile, try again"
         case .Internal(let detail): "internal error (\(detail))"
         }

@@ -54,6 +54,7 @@ void main() {
     expect(decode('INVALID_VALUE'), isA<InvalidValueException>());
     expect((decode('INVALID_TOKEN') as InvalidTokenException).code, 'invalid_token');
     expect(decode('UNAVAILABLE'), isA<UnavailableException>());
+    expect(decode('OUTCOME_UNKNOWN'), isA<OutcomeUnknownException>());
     expect(decode('CONNECT'), isA<ConnectException>());
     expect(decode('INTERNAL'), isA<InternalException>());
     expect(decode('BAD_ARGUMENTS'), isA<ArgumentError>());

@@ -4,7 +4,7 @@ use roomstate_protocol::{Entry, ParticipantInfo};
 use tokio::sync::oneshot;
 
 use super::{Pending, RoomSummary, Rooms};
-use crate::cluster::Unavailable;
+use crate::cluster::{NotAppended, Unavailable};
 use crate::rules::command::{Command, ParticipantChange};
 use crate::rules::session::Session;
 use crate::rules::store::validate_key;
@@ -13,6 +13,15 @@ use crate::rules::{AdminError, AdminOutcome};
 impl From<Unavailable> for AdminError {
     fn from(Unavailable(message): Unavailable) -> Self {
         AdminError::Unavailable(message)
+    }
+}
+
+impl From<NotAppended> for AdminError {
+    fn from(not_appended: NotAppended) -> Self {
+        match not_appended {
+            NotAppended::NotSent(problem) => AdminError::Unavailable(problem),
+            NotAppended::Unknown(problem) => AdminError::OutcomeUnknown(problem),
+        }
     }
 }
 
@@ -53,7 +62,7 @@ impl Rooms {
             Ok(Ok(outcome)) => outcome,
             _ => {
                 found.forget(ticket);
-                Err(AdminError::Unavailable(
+                Err(AdminError::OutcomeUnknown(
                     "the change was stored but this node could not read it back in time".into(),
                 ))
             }

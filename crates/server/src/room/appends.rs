@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use tokio::sync::{oneshot, watch, Semaphore};
 
 use super::{Pending, Room};
-use crate::cluster::{Cluster, Serialized, Unavailable};
+use crate::cluster::{Cluster, NotAppended, Serialized};
 use crate::rules::command::LogEntry;
 
 /// Entries one append call carries at most...
@@ -68,18 +68,18 @@ struct Queued {
 /// What happens once Redis stored an entry, or did not.
 pub(super) enum Then {
     /// Someone waits for the outcome.
-    Tell(oneshot::Sender<Result<(), Unavailable>>),
+    Tell(oneshot::Sender<Result<(), NotAppended>>),
     /// Nobody waits: only a failure needs doing something (answering the request).
-    OnFailure(Box<dyn FnOnce(Unavailable) + Send>),
+    OnFailure(Box<dyn FnOnce(NotAppended) + Send>),
 }
 
 impl Then {
-    fn done(self, outcome: Result<(), Unavailable>) {
+    fn done(self, outcome: Result<(), NotAppended>) {
         match (self, outcome) {
             (Then::Tell(waiter), outcome) => {
                 let _ = waiter.send(outcome);
             }
-            (Then::OnFailure(failed), Err(unavailable)) => failed(unavailable),
+            (Then::OnFailure(failed), Err(not_appended)) => failed(not_appended),
             (Then::OnFailure(_), Ok(())) => {}
         }
     }
@@ -179,10 +179,8 @@ impl Room {
                     }
                     self.appends.finished.send_modify(|done| *done += count);
                 }
-                Err(Unavailable(problem)) => {
-                    // The call may have reached Redis before it failed.
-                    let unknown = format!("{problem}; the change may still have been stored");
-                    self.refused(batch, &Unavailable(unknown));
+                Err(failure) => {
+                    self.refused(batch, &failure);
                     // What queued behind the batch would wait a timeout per batch for
                     // the same Redis: it is refused now, and its requests answered.
                     let behind = {
@@ -191,9 +189,10 @@ impl Room {
                         std::mem::take(&mut queue.entries)
                     };
                     let not_sent = format!(
-                        "not sent, after an append failed ({problem}); nothing was changed"
+                        "not sent, after an append failed ({}); nothing was changed",
+                        failure.problem()
                     );
-                    self.refused(behind, &Unavailable(not_sent));
+                    self.refused(behind, &NotAppended::NotSent(not_sent));
                 }
             }
         }
@@ -210,7 +209,7 @@ impl Room {
 
     /// Tells whoever waits on `entries` (taken from the queue) that Redis did not store
     /// them.
-    fn refused(self: &Arc<Self>, entries: Vec<Queued>, unavailable: &Unavailable) {
+    fn refused(self: &Arc<Self>, entries: Vec<Queued>, why: &NotAppended) {
         self.dequeued(&entries);
         let count = entries.len() as u64;
         {
@@ -221,7 +220,7 @@ impl Room {
         }
         self.release_if_unused();
         for queued in entries {
-            queued.then.done(Err(unavailable.clone()));
+            queued.then.done(Err(why.clone()));
         }
         self.appends.finished.send_modify(|done| *done += count);
     }
@@ -240,7 +239,7 @@ impl Drop for Unfinished<'_> {
             let lost = std::mem::take(&mut queue.taken);
             (std::mem::take(&mut queue.entries), lost)
         };
-        let failed = Unavailable("not sent: this node failed while appending".into());
+        let failed = NotAppended::NotSent("not sent: this node failed while appending".into());
         room.refused(stranded, &failed);
         // The batch under way is done with too: `settle` does not wait for it.
         room.appends.finished.send_modify(|done| *done += lost);

@@ -6,15 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use roomstate_protocol::{
-    ClientMessage, CloseReason, ErrorBody, ErrorCode, Outcome, Reply, ReplyBody, RequestId,
-    ServerMessage,
+    ClientMessage, CloseReason, ErrorBody, Outcome, Reply, ReplyBody, RequestId, ServerMessage,
 };
 use tokio::sync::oneshot;
 
 use super::appends::Then;
 use super::{Connection, Pending, Room, RoomState};
 use crate::clock::now_millis;
-use crate::cluster::{published_entries, Cluster, Position, Unavailable};
+use crate::cluster::{published_entries, Cluster, NotAppended, Position, Unavailable};
 use crate::rules::command::{Command, LogEntry};
 use crate::rules::{self, requested_keys};
 
@@ -52,7 +51,7 @@ impl Room {
         self: &Arc<Self>,
         command: Command,
         pending: Option<Pending>,
-    ) -> Result<u64, Unavailable> {
+    ) -> Result<u64, NotAppended> {
         let entry = self.entry(command);
         let ticket = entry.ticket;
         match &self.node.cluster {
@@ -62,9 +61,9 @@ impl Room {
                 // Boxed: every connection's futures would otherwise carry the size of
                 // the wait for room in the queue, on a single node too.
                 Box::pin(self.queue_append(cluster, entry, pending, Then::Tell(stored))).await;
-                outcome
-                    .await
-                    .unwrap_or_else(|_| Err(Unavailable("the append was dropped".into())))?;
+                outcome.await.unwrap_or_else(|_| {
+                    Err(NotAppended::NotSent("the append was dropped".into()))
+                })?;
             }
         }
         Ok(ticket)
@@ -342,11 +341,11 @@ impl Room {
         };
         let room = Arc::clone(self);
         let connection = connection.clone();
-        let failed = move |Unavailable(problem)| {
+        let failed = move |not_appended: NotAppended| {
             // Without an id it was `leave`: the connection closes anyway, and the
             // participant departs.
             if let Some(id) = id {
-                room.answer_unavailable(id, read, &problem, &connection);
+                room.answer_not_appended(id, read, &not_appended, &connection);
             }
         };
         // Boxed: every connection's futures would otherwise carry the size of the wait
@@ -355,13 +354,13 @@ impl Room {
     }
 
     /// Answers request `id`, which Redis did not confirm: with this node's copy, marked
-    /// stale, if it was a read; else with an `unavailable` error whose message says
-    /// whether the change may still have been stored.
-    fn answer_unavailable(
+    /// stale, if it was a read; else with `unavailable` (nothing was changed) or
+    /// `outcome_unknown` (the change may still have been stored).
+    fn answer_not_appended(
         &self,
         id: RequestId,
         read: Option<Vec<String>>,
-        problem: &str,
+        not_appended: &NotAppended,
         connection: &Connection,
     ) {
         let stale = read.and_then(|keys| {
@@ -381,13 +380,18 @@ impl Room {
             None => Reply {
                 id,
                 outcome: Outcome::Error(ErrorBody::new(
-                    ErrorCode::Unavailable,
-                    format!("the room's shared state cannot be reached: {problem}"),
+                    not_appended.error_code(),
+                    format!(
+                        "the room's shared state cannot be reached: {}",
+                        not_appended.problem()
+                    ),
                 )),
                 stale: false,
             },
         };
-        self.node.metrics.error(ErrorCode::Unavailable.as_str());
+        if let Outcome::Error(error) = &reply.outcome {
+            self.node.metrics.error(error.code.as_str());
+        }
         // A reply the client may wait for: worth a slow consumer's queue slot.
         let _ = connection.send(&rules::frame(&ServerMessage::Reply(reply)));
     }

@@ -9,7 +9,7 @@ use roomstate_protocol::Claims;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{AdmittedHere, Closing, Connection, Frame, Node, Pending, Room};
-use crate::cluster::{Delivery, Unavailable};
+use crate::cluster::{Delivery, NotAppended, Unavailable};
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::rules::command::{Command, ResumeRequest};
@@ -51,6 +51,15 @@ pub enum NotAdmitted {
 impl From<Unavailable> for NotAdmitted {
     fn from(Unavailable(problem): Unavailable) -> Self {
         NotAdmitted::Unavailable(problem)
+    }
+}
+
+/// A join that may have been stored is refused all the same: its connection is closed
+/// as `unavailable` and resumes, and a participant admitted without one departs after
+/// the reconnect grace period.
+impl From<NotAppended> for NotAdmitted {
+    fn from(not_appended: NotAppended) -> Self {
+        NotAdmitted::Unavailable(not_appended.problem().to_string())
     }
 }
 

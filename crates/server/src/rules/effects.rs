@@ -126,5 +126,9 @@ pub enum AdminError {
     NoSuchRoom(String),
     NoSuchParticipant(String),
     Refused(ErrorBody),
+    /// Nothing was changed: the room's shared state could not be reached.
     Unavailable(String),
+    /// The change was sent to the room's shared state, which stopped answering: it may
+    /// or may not have been made.
+    OutcomeUnknown(String),
 }

@@ -36,6 +36,7 @@ sealed class RoomStateException implements Exception {
       'INVALID_VALUE' => InvalidValueException(message),
       'INVALID_TOKEN' => InvalidTokenException(message, code: details?['code'] as String? ?? ''),
       'UNAVAILABLE' => UnavailableException(message),
+      'OUTCOME_UNKNOWN' => OutcomeUnknownException(message),
       'CONNECT' => ConnectException(message),
       'INTERNAL' => InternalException(message),
       'ROOM_ENDED' => RoomEndedException(message, reason: DisconnectReason.fromChannel(details)),
@@ -101,6 +102,13 @@ class InvalidTokenException extends RoomStateException {
 /// The server cannot reach the room's shared state right now; nothing changed.
 class UnavailableException extends RoomStateException {
   const UnavailableException(super.message);
+}
+
+/// The room's shared state stopped answering while storing the change: it may or may
+/// not have been made (if it was, listeners hear of it). Read the key before repeating
+/// a change that must not happen twice.
+class OutcomeUnknownException extends RoomStateException {
+  const OutcomeUnknownException(super.message);
 }
 
 /// The server could not be reached.

@@ -153,6 +153,8 @@ func channelError(_ error: any Error) -> ChannelError {
         return ChannelError(code: "INVALID_TOKEN", message: "token refused (\(code)): \(detail)", details: ["code": code])
     case .Unavailable(let detail):
         return ChannelError(code: "UNAVAILABLE", message: "unavailable: \(detail)", details: nil)
+    case .OutcomeUnknown(let detail):
+        return ChannelError(code: "OUTCOME_UNKNOWN", message: "outcome unknown: \(detail)", details: nil)
     case .Connect(let detail):
         return ChannelError(code: "CONNECT", message: "cannot connect: \(detail)", details: nil)
     case .Internal(let detail):

@@ -168,8 +168,8 @@ final class ErrorsTests: ChannelTestCase, @unchecked Sendable {
     }
 }
 
-/// The mapping of every engine error, as a unit test: CONNECTION_LOST, UNAVAILABLE and
-/// INTERNAL cannot be made to happen on purpose against a healthy server.
+/// The mapping of every engine error, as a unit test: CONNECTION_LOST, UNAVAILABLE,
+/// OUTCOME_UNKNOWN and INTERNAL cannot be made to happen on purpose against a healthy server.
 final class ErrorMappingTests: XCTestCase {
     func testEveryEngineErrorMapsToItsCodeMessageAndDetails() {
         let entry = StoreEntry(key: "spotlight", valueJson: #"{"identity":"bob"}"#, version: 1, updatedBy: "bob", updatedAtMs: 1_796_134_273_582)
@@ -188,6 +188,8 @@ final class ErrorMappingTests: XCTestCase {
             (RoomError.InvalidToken(code: "token_expired", detail: "expired"), "INVALID_TOKEN", "token refused (token_expired): expired", ["code": "token_expired"]),
             (RoomError.Unavailable(detail: "the room's shared state cannot be reached"),
              "UNAVAILABLE", "unavailable: the room's shared state cannot be reached", nil),
+            (RoomError.OutcomeUnknown(detail: "the room's shared state stopped answering; the change may still have been stored"),
+             "OUTCOME_UNKNOWN", "outcome unknown: the room's shared state stopped answering; the change may still have been stored", nil),
             (RoomError.Connect(detail: "Connection refused"), "CONNECT", "cannot connect: Connection refused", nil),
             (RoomError.Internal(detail: "bug"), "INTERNAL", "internal error: bug", nil),
             (Oops(), "INTERNAL", "internal error: Oops()", nil),

@@ -335,6 +335,7 @@ class RoomModel(
             is RoomException.LimitExceeded -> "too large (${e.limit}: ${e.actual} > ${e.max})"
             is RoomException.InvalidValue -> "invalid (${e.detail})"
             is RoomException.Unavailable -> "the server is busy, try again (${e.detail})"
+            is RoomException.OutcomeUnknown -> "the server stopped answering (it may have been applied)"
             else -> e.message ?: e.toString()
         }
     }

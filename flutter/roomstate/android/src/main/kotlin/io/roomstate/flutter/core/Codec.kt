@@ -99,6 +99,7 @@ fun Throwable.toChannelError(): ChannelError = when (this) {
     is RoomException.InvalidToken ->
         ChannelError("INVALID_TOKEN", "token refused ($code): $detail", mapOf("code" to code))
     is RoomException.Unavailable -> ChannelError("UNAVAILABLE", "unavailable: $detail", null)
+    is RoomException.OutcomeUnknown -> ChannelError("OUTCOME_UNKNOWN", "outcome unknown: $detail", null)
     is RoomException.Connect -> ChannelError("CONNECT", "cannot connect: $detail", null)
     is RoomException.Internal -> ChannelError("INTERNAL", "internal error: $detail", null)
     else -> ChannelError("INTERNAL", "internal error: $this", null)

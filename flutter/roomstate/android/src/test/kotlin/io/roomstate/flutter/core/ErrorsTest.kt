@@ -193,6 +193,8 @@ class ErrorsTest : ChannelTest() {
             RoomException.InvalidToken("token_expired", "expired") to ChannelError("INVALID_TOKEN", "token refused (token_expired): expired", mapOf("code" to "token_expired")),
             RoomException.Unavailable("the room's shared state cannot be reached") to
                 ChannelError("UNAVAILABLE", "unavailable: the room's shared state cannot be reached", null),
+            RoomException.OutcomeUnknown("the room's shared state stopped answering; the change may still have been stored") to
+                ChannelError("OUTCOME_UNKNOWN", "outcome unknown: the room's shared state stopped answering; the change may still have been stored", null),
             RoomException.Connect("Connection refused") to ChannelError("CONNECT", "cannot connect: Connection refused", null),
             RoomException.Internal("bug") to ChannelError("INTERNAL", "internal error: bug", null),
             InternalException("uniffi") to ChannelError("INTERNAL", "internal error: io.roomstate.InternalException: uniffi", null),
