@@ -64,7 +64,18 @@ impl TwirpError {
 
 impl IntoResponse for TwirpError {
     fn into_response(self) -> Response {
-        (self.status(), axum::Json(&self)).into_response()
+        let outcome_unknown = self.meta.get("roomstate_code").map(String::as_str)
+            == Some(ErrorCode::OutcomeUnknown.as_str());
+        let mut response = (self.status(), axum::Json(&self)).into_response();
+        if outcome_unknown {
+            // HTTP clients that repeat a 408 by themselves (OkHttp, under LiveKit's JVM
+            // SDK) do not when told when to retry: a change that may have been made is
+            // not for a library to repeat.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 
@@ -79,15 +90,14 @@ impl From<AdminError> for TwirpError {
                 format!("no participant {identity:?} in the room"),
             ),
             AdminError::Refused(error) => error.into(),
-            AdminError::Unavailable(problem) => TwirpError::new(
-                "unavailable",
+            AdminError::Unavailable(problem) => ErrorBody::new(
+                ErrorCode::Unavailable,
                 format!("the room's shared state cannot be reached: {problem}"),
-            ),
-            AdminError::OutcomeUnknown(problem) => ErrorBody::new(
-                ErrorCode::OutcomeUnknown,
-                format!("the room's shared state stopped answering: {problem}"),
             )
             .into(),
+            AdminError::OutcomeUnknown(problem) => {
+                ErrorBody::new(ErrorCode::OutcomeUnknown, problem).into()
+            }
         }
     }
 }

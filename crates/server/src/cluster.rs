@@ -10,14 +10,14 @@
 //! before applying more. Nodes heartbeat with expiring keys; a node whose key expired
 //! is taken for dead, and the rooms it had participants in are told so.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
-use roomstate_protocol::ErrorCode;
+use roomstate_protocol::{ErrorBody, ErrorCode};
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
@@ -37,7 +37,8 @@ pub struct ClusterConfig {
     pub heartbeat_ms: u64,
     /// A node whose heartbeat is this old is dead: its participants are removed.
     pub node_timeout_ms: u64,
-    /// How long a Redis command may take before the node answers "unavailable".
+    /// How long a Redis command may take before the node answers `unavailable` (or
+    /// `outcome_unknown`, for a change that may have been stored meanwhile).
     pub timeout_ms: u64,
 }
 
@@ -78,17 +79,23 @@ impl From<NotAppended> for Unavailable {
 }
 
 impl NotAppended {
-    /// The error a request that appended it is answered with.
-    pub fn error_code(&self) -> ErrorCode {
-        match self {
-            NotAppended::NotSent(_) => ErrorCode::Unavailable,
-            NotAppended::Unknown(_) => ErrorCode::OutcomeUnknown,
-        }
-    }
-
     pub fn problem(&self) -> &str {
         match self {
             NotAppended::NotSent(problem) | NotAppended::Unknown(problem) => problem,
+        }
+    }
+
+    /// The error a request that appended it is answered with.
+    pub fn error_body(&self) -> ErrorBody {
+        match self {
+            NotAppended::NotSent(problem) => ErrorBody::new(
+                ErrorCode::Unavailable,
+                format!("the room's shared state cannot be reached: {problem}"),
+            ),
+            NotAppended::Unknown(problem) => ErrorBody::new(
+                ErrorCode::OutcomeUnknown,
+                format!("the room's shared state stopped answering: {problem}"),
+            ),
         }
     }
 }
@@ -197,8 +204,36 @@ pub struct Cluster {
     save_snapshot: redis::Script,
     subscriptions: mpsc::UnboundedSender<Subscription>,
     index: mpsc::UnboundedSender<(String, bool)>,
-    /// Tickets of entries this process appended and has not applied yet.
-    own: parking_lot::Mutex<HashSet<u64>>,
+    own: parking_lot::Mutex<OwnTickets>,
+}
+
+/// Tickets of entries this process appended and has not applied yet: it applies them as
+/// their origin (answers, admits, counts, sends webhooks). Those of a call that failed
+/// under way stay, as Redis may still store them, but only the newest
+/// `MAX_UNCERTAIN_TICKETS`: most never land.
+#[derive(Default)]
+struct OwnTickets {
+    expected: HashSet<u64>,
+    uncertain: VecDeque<u64>,
+}
+
+const MAX_UNCERTAIN_TICKETS: usize = 1 << 16;
+
+impl OwnTickets {
+    fn failed(&mut self, tickets: impl Iterator<Item = u64>, why: &NotAppended) {
+        for ticket in tickets {
+            match why {
+                NotAppended::NotSent(_) => {
+                    self.expected.remove(&ticket);
+                }
+                NotAppended::Unknown(_) => self.uncertain.push_back(ticket),
+            }
+        }
+        while self.uncertain.len() > MAX_UNCERTAIN_TICKETS {
+            let oldest = self.uncertain.pop_front().expect("not empty");
+            self.expected.remove(&oldest);
+        }
+    }
 }
 
 impl Cluster {
@@ -293,6 +328,7 @@ impl Cluster {
         let mut connection = self.commands.clone();
         self.own
             .lock()
+            .expected
             .extend(entries.iter().map(|entry| entry.ticket));
         let mut call = self.append.key(self.key(room, "n"));
         call.key(self.key(room, "log"))
@@ -321,18 +357,16 @@ impl Cluster {
             Ok(Err(error)) => Err(maybe_stored(format!("redis: {error}"))),
             Err(_) => Err(maybe_stored(self.no_answer())),
         };
-        if appended.is_err() {
-            let mut own = self.own.lock();
-            for entry in entries {
-                own.remove(&entry.ticket);
-            }
+        if let Err(why) = &appended {
+            let tickets = entries.iter().map(|entry| entry.ticket);
+            self.own.lock().failed(tickets, why);
         }
         appended
     }
 
     /// Whether this process appended the entry with `ticket` and has not applied it.
     pub fn take_own(&self, ticket: u64) -> bool {
-        self.own.lock().remove(&ticket)
+        self.own.lock().expected.remove(&ticket)
     }
 
     /// Up to `count` entries of `room`'s log after `after`.
@@ -710,6 +744,26 @@ async fn subscriber(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tickets_of_a_failed_call_stay_own_only_if_it_may_have_stored_them() {
+        let mut own = OwnTickets::default();
+        own.expected.extend([1, 2, 3, 4]);
+        own.failed([1, 2].into_iter(), &NotAppended::NotSent("refused".into()));
+        own.failed([3].into_iter(), &NotAppended::Unknown("timed out".into()));
+        assert_eq!(own.expected, HashSet::from([3, 4]));
+
+        let many = 10..10 + MAX_UNCERTAIN_TICKETS as u64 + 2;
+        own.expected.extend(many.clone());
+        own.failed(many, &NotAppended::Unknown("timed out".into()));
+        assert_eq!(own.uncertain.len(), MAX_UNCERTAIN_TICKETS);
+        assert!(
+            !own.expected.contains(&3),
+            "the oldest uncertain tickets go first"
+        );
+        assert!(!own.expected.contains(&10) && own.expected.contains(&12));
+        assert!(own.expected.contains(&4), "a ticket still expected stays");
+    }
 
     #[test]
     fn a_published_batch_reads_as_its_entries_in_order() {

@@ -18,9 +18,11 @@ impl From<Unavailable> for AdminError {
 
 impl From<NotAppended> for AdminError {
     fn from(not_appended: NotAppended) -> Self {
-        match not_appended {
-            NotAppended::NotSent(problem) => AdminError::Unavailable(problem),
-            NotAppended::Unknown(problem) => AdminError::OutcomeUnknown(problem),
+        match &not_appended {
+            NotAppended::NotSent(problem) => AdminError::Unavailable(problem.clone()),
+            NotAppended::Unknown(_) => {
+                AdminError::OutcomeUnknown(not_appended.error_body().message)
+            }
         }
     }
 }
@@ -63,7 +65,8 @@ impl Rooms {
             _ => {
                 found.forget(ticket);
                 Err(AdminError::OutcomeUnknown(
-                    "the change was stored but this node could not read it back in time".into(),
+                    "the change was stored, but this node did not apply it in time to tell how it went"
+                        .into(),
                 ))
             }
         }

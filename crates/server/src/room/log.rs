@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use roomstate_protocol::{
-    ClientMessage, CloseReason, ErrorBody, Outcome, Reply, ReplyBody, RequestId, ServerMessage,
+    ClientMessage, CloseReason, Outcome, Reply, ReplyBody, RequestId, ServerMessage,
 };
 use tokio::sync::oneshot;
 
@@ -45,7 +45,7 @@ const GAP_WAIT: Duration = Duration::from_millis(25);
 impl Room {
     /// Appends `command` to the room's log; it is applied before this returns on a
     /// single node, and when it comes back from the log in a cluster. Fails only in a
-    /// cluster, when Redis did not store the entry.
+    /// cluster, when Redis did not store the entry or may not have.
     /// Returns the entry's ticket, under which `pending` waits.
     pub(super) async fn submit(
         self: &Arc<Self>,
@@ -61,8 +61,10 @@ impl Room {
                 // Boxed: every connection's futures would otherwise carry the size of
                 // the wait for room in the queue, on a single node too.
                 Box::pin(self.queue_append(cluster, entry, pending, Then::Tell(stored))).await;
+                // Dropped unanswered: the append task failed, perhaps after Redis
+                // stored the entry.
                 outcome.await.unwrap_or_else(|_| {
-                    Err(NotAppended::NotSent("the append was dropped".into()))
+                    Err(NotAppended::Unknown("the append was dropped".into()))
                 })?;
             }
         }
@@ -379,13 +381,7 @@ impl Room {
             },
             None => Reply {
                 id,
-                outcome: Outcome::Error(ErrorBody::new(
-                    not_appended.error_code(),
-                    format!(
-                        "the room's shared state cannot be reached: {}",
-                        not_appended.problem()
-                    ),
-                )),
+                outcome: Outcome::Error(not_appended.error_body()),
                 stale: false,
             },
         };

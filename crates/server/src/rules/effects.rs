@@ -128,7 +128,7 @@ pub enum AdminError {
     Refused(ErrorBody),
     /// Nothing was changed: the room's shared state could not be reached.
     Unavailable(String),
-    /// The change was sent to the room's shared state, which stopped answering: it may
-    /// or may not have been made.
+    /// The change may or may not have been made: the room's shared state stopped
+    /// answering while storing it, or this node did not apply it in time to tell.
     OutcomeUnknown(String),
 }

@@ -382,8 +382,9 @@ async fn pipelined_writes_are_appended_together_in_the_order_sent() {
 async fn writes_queued_behind_a_failed_append_are_refused_with_it() {
     const WRITES: u64 = 600; // the first batch, then at least two more of 256
     let (server, mut writer, mut redis) = pipelining_writer().await;
-    // Longer than the nodes' 500 ms timeout, shorter than two of it: one batch after
-    // the failed one would still time out, but the one after that would be stored.
+    // Longer than two of the nodes' 500 ms timeouts, shorter than three: were the writes
+    // behind a failed call not refused with it, the batch after it would time out too,
+    // and the one after that would be stored and acknowledged.
     pause_writes(&mut redis, 1200).await;
     send_sets(&mut writer, WRITES).await;
     // Each answer says whether that write may still have been stored.
@@ -410,17 +411,8 @@ async fn writes_queued_behind_a_failed_append_are_refused_with_it() {
             maybe_stored.insert(reply.id, unknown);
         }
     }
-    // Once Redis is back (a write of ours waits for that), at most the batch that was
-    // in flight may have been stored.
-    let deadline = Instant::now() + PATIENCE;
-    while let Err(error) = redis::cmd("SET")
-        .arg("unpaused")
-        .arg(1)
-        .query_async::<()>(&mut redis)
-        .await
-    {
-        assert!(Instant::now() < deadline, "redis still paused: {error}");
-    }
+    // Once Redis is back, at most the batch that was in flight may have been stored.
+    wait_for_writes(&mut redis).await;
     let reader = Client::join(&server.node_url(1), &Token::new("r", "reader")).await;
     let read = reader.store().read("n").await.unwrap();
     assert!(!read.may_be_stale);
@@ -452,6 +444,10 @@ async fn a_write_that_redis_holds_past_the_timeout_has_an_unknown_outcome_and_ma
     let redis = redis::Client::open(server.redis.as_ref().unwrap().url()).unwrap();
     let mut redis = redis.get_multiplexed_async_connection().await.unwrap();
 
+    let writes_before = [
+        store_writes(&server.node_http_url(0)).await,
+        store_writes(&server.node_http_url(1)).await,
+    ];
     // Held for longer than the nodes' 500 ms timeout: the append times out, then runs.
     pause_writes(&mut redis, 1200).await;
     let failed = alice.store().set("pinned", json!("held")).await;
@@ -462,21 +458,66 @@ async fn a_write_that_redis_holds_past_the_timeout_has_an_unknown_outcome_and_ma
     bob_sees
         .wait_for(Heard::Key("pinned".into(), Some(json!("held"))))
         .await;
+    // The node that appended it applies it as its own, late: it counts it (and would
+    // send its webhooks, or start a joiner's grace period), once in the cluster.
+    let deadline = Instant::now() + PATIENCE;
+    while store_writes(&server.node_http_url(0)).await == writes_before[0] {
+        assert!(
+            Instant::now() < deadline,
+            "the held write was never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        [
+            store_writes(&server.node_http_url(0)).await,
+            store_writes(&server.node_http_url(1)).await
+        ],
+        [writes_before[0] + 1, writes_before[1]]
+    );
     alice.store().set("pinned", json!("next")).await.unwrap();
     assert_eq!(
         alice.store().get("pinned").await.unwrap().unwrap().value,
         json!("next")
     );
 
-    pause_writes(&mut redis, 1200).await;
-    let (status, body) = post_json_to(
-        &server.node_http_url(1),
-        "roomstate.SessionStore/Set",
-        &admin_token("r"),
-        json!({"room": "r", "key": "api", "value": 1}),
-    )
-    .await;
+    // The node's heartbeat may be paused ahead of the call's catch-up read, which then
+    // times out: 503, nothing changed. Tried again after the pause.
+    let mut attempts = 0;
+    let (status, body, response_headers) = loop {
+        attempts += 1;
+        assert!(attempts <= 5, "the catch-up read timed out every time");
+        pause_writes(&mut redis, 1200).await;
+        let response = reqwest::Client::new()
+            .post(format!(
+                "{}/twirp/roomstate.SessionStore/Set",
+                server.node_http_url(1)
+            ))
+            .bearer_auth(admin_token("r"))
+            .json(&json!({"room": "r", "key": "api", "value": 1}))
+            .send()
+            .await
+            .unwrap();
+        let (status, headers) = (response.status(), response.headers().clone());
+        let body: Value = response.json().await.unwrap();
+        if status.as_u16() != 503 {
+            break (status, body, headers);
+        }
+        assert_eq!(
+            body["meta"]["roomstate_code"],
+            json!("unavailable"),
+            "{body}"
+        );
+        wait_for_writes(&mut redis).await;
+    };
     assert_eq!(status.as_u16(), 408, "{body}");
+    assert_eq!(
+        response_headers
+            .get("retry-after")
+            .map(|value| value.as_bytes()),
+        Some(&b"1"[..]),
+        "so that HTTP clients do not repeat it by themselves"
+    );
     assert_eq!(body["code"], json!("deadline_exceeded"), "{body}");
     assert_eq!(
         body["meta"]["roomstate_code"],
@@ -540,6 +581,33 @@ async fn pause_writes(redis: &mut redis::aio::MultiplexedConnection, ms: u64) {
         .query_async::<()>(redis)
         .await
         .unwrap();
+}
+
+/// A node's count of store writes it appended (`roomstate_store_writes_total`).
+async fn store_writes(node_http_url: &str) -> u64 {
+    let metrics = reqwest::get(format!("{node_http_url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("roomstate_store_writes_total "))
+        .map_or(0, |count| count.trim().parse().unwrap())
+}
+
+/// Waits until Redis runs writes again (a write of ours waits for that).
+async fn wait_for_writes(redis: &mut redis::aio::MultiplexedConnection) {
+    let deadline = Instant::now() + PATIENCE;
+    while let Err(error) = redis::cmd("SET")
+        .arg("unpaused")
+        .arg(1)
+        .query_async::<()>(redis)
+        .await
+    {
+        assert!(Instant::now() < deadline, "redis still paused: {error}");
+    }
 }
 
 /// Sends `count` writes of key "n" back to back, without waiting for answers: request
