@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use roomstate_protocol::{
-    ClientMessage, CloseReason, ConnectParams, ConnectRefusal, ConnectRefusalCode, ServerMessage,
-    PROTOCOL_VERSION, RTC_PATH,
+    ClientMessage, CloseReason, ConnectParams, ConnectRefusal, ConnectRefusalCode, ErrorBody,
+    ErrorCode, Outcome, Reply, ServerMessage, PROTOCOL_VERSION, RTC_PATH,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
@@ -307,9 +307,7 @@ async fn next_frame(
     stream: &mut futures_util::stream::SplitStream<Socket>,
 ) -> Result<Option<ServerMessage>, Ended> {
     match stream.next().await {
-        Some(Ok(Message::Text(text))) => serde_json::from_str(text.as_str())
-            .map(Some)
-            .map_err(|error| Ended::Lost(format!("unreadable frame from the server: {error}"))),
+        Some(Ok(Message::Text(text))) => read_message(text.as_str()).map(Some),
         Some(Ok(Message::Close(frame))) => {
             Err(Ended::Lost(format!("closed by the server: {frame:?}")))
         }
@@ -317,6 +315,23 @@ async fn next_frame(
         Some(Err(error)) => Err(Ended::Lost(format!("connection error: {error}"))),
         None => Err(Ended::Lost("the connection ended".into())),
     }
+}
+
+/// A text frame as a protocol message. A reply this engine cannot read (a newer
+/// server's error code, say) fails its request rather than the connection: resuming
+/// would replay the same reply, and the link would never come back.
+fn read_message(text: &str) -> Result<ServerMessage, Ended> {
+    serde_json::from_str(text).or_else(|error| match ServerMessage::unreadable_reply_id(text) {
+        Some(id) => Ok(ServerMessage::Reply(Reply {
+            id,
+            outcome: Outcome::Error(ErrorBody::new(
+                ErrorCode::Internal,
+                format!("the server's answer cannot be read (is the server newer than this engine?): {error}"),
+            )),
+            stale: false,
+        })),
+        None => Err(Ended::Lost(format!("unreadable frame from the server: {error}"))),
+    })
 }
 
 /// The next protocol message, skipping control frames (for the handshake).
@@ -451,5 +466,36 @@ impl Backoff {
         let delay = self.current;
         self.current = (self.current * 2).min(self.max);
         delay.mul_f64(rand::random_range(0.5..=1.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_this_engine_cannot_read_fails_its_request_not_the_connection() {
+        let newer = r#"{"type":"reply","id":7,"error":{"code":"from_the_future","message":"x"}}"#;
+        let Ok(ServerMessage::Reply(reply)) = read_message(newer) else {
+            panic!("not read as a reply");
+        };
+        assert_eq!(reply.id, 7);
+        let Outcome::Error(error) = reply.outcome else {
+            panic!("not an error: {:?}", reply.outcome);
+        };
+        assert_eq!(error.code, ErrorCode::Internal);
+        assert!(
+            error.message.contains("from_the_future"),
+            "{}",
+            error.message
+        );
+
+        let unknown_event = r#"{"type":"something_new","seq":3}"#;
+        assert!(matches!(read_message(unknown_event), Err(Ended::Lost(_))));
+        let known = r#"{"type":"reply","id":8,"ok":"done"}"#;
+        assert!(
+            matches!(read_message(known), Ok(ServerMessage::Reply(_))),
+            "{known}"
+        );
     }
 }

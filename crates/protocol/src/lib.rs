@@ -171,6 +171,20 @@ pub enum ServerMessage {
 }
 
 impl ServerMessage {
+    /// The request a reply answers, read from a frame that does not parse as a whole: a
+    /// newer server's reply, with an error code or a body this side does not know yet.
+    /// `None` if the frame is not a reply.
+    pub fn unreadable_reply_id(text: &str) -> Option<RequestId> {
+        #[derive(Deserialize)]
+        struct AnyReply {
+            #[serde(rename = "type")]
+            kind: String,
+            id: RequestId,
+        }
+        let reply: AnyReply = serde_json::from_str(text).ok()?;
+        (reply.kind == "reply").then_some(reply.id)
+    }
+
     /// The sequence number of an event message; `None` for the others.
     pub fn seq(&self) -> Option<Seq> {
         match self {
@@ -526,6 +540,16 @@ pub struct ConnectParams {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_reply_that_does_not_parse_still_says_which_request_it_answers() {
+        let newer = r#"{"type":"reply","id":7,"error":{"code":"from_the_future","message":"x"}}"#;
+        assert!(serde_json::from_str::<ServerMessage>(newer).is_err());
+        assert_eq!(ServerMessage::unreadable_reply_id(newer), Some(7));
+        let event = r#"{"type":"something_new","seq":3}"#;
+        assert_eq!(ServerMessage::unreadable_reply_id(event), None);
+        assert_eq!(ServerMessage::unreadable_reply_id("not json"), None);
+    }
 
     #[test]
     fn client_messages_have_the_documented_shape() {
