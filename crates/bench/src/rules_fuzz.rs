@@ -217,6 +217,7 @@ pub async fn fuzz_rules(iterations: u64, seed: u64, report: &mut Report) {
         metrics: roomstate_server::metrics::Metrics::new(),
         webhooks: None,
         cluster: None,
+        append_queue: roomstate_server::room::NodeQueue::new(0),
     }));
     let mut mutator = Mutator::new(seed);
     let mut rng = StdRng::seed_from_u64(seed);

@@ -40,6 +40,10 @@ pub struct ClusterConfig {
     /// How long a Redis command may take before the node answers `unavailable` (or
     /// `outcome_unknown`, for a change that may have been stored meanwhile).
     pub timeout_ms: u64,
+    /// Bytes of log entries the node may have queued for Redis, all rooms together
+    /// (one room at most 8 MiB); past it, connections that submit more are not read
+    /// until the queue drains.
+    pub queue_bytes: usize,
 }
 
 impl Default for ClusterConfig {
@@ -51,6 +55,7 @@ impl Default for ClusterConfig {
             heartbeat_ms: 1_000,
             node_timeout_ms: 5_000,
             timeout_ms: 1_000,
+            queue_bytes: 64 << 20,
         }
     }
 }

@@ -75,6 +75,9 @@ pub async fn serve(
         webhooks,
         config: config.clone(),
         cluster: cluster.map(|(_, cluster)| cluster),
+        append_queue: room::NodeQueue::new(
+            config.redis.as_ref().map_or(0, |redis| redis.queue_bytes),
+        ),
     }));
     if let Some(deliveries) = deliveries {
         rooms.listen(deliveries);

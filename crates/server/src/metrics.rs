@@ -16,6 +16,8 @@ pub struct Metrics {
     registry: Registry,
     pub connections: Gauge,
     pub rooms: Gauge,
+    /// Bytes of log entries this node has queued for Redis (a cluster node).
+    pub append_queue_bytes: Gauge,
     pub sessions_started: Counter,
     pub sessions_ended: Counter,
     pub messages_in: Counter,
@@ -36,6 +38,7 @@ impl Metrics {
         let metrics = Metrics {
             connections: Gauge::default(),
             rooms: Gauge::default(),
+            append_queue_bytes: Gauge::default(),
             sessions_started: Counter::default(),
             sessions_ended: Counter::default(),
             messages_in: Counter::default(),
@@ -54,6 +57,11 @@ impl Metrics {
             metrics.connections.clone(),
         );
         registry.register("rooms", "Rooms with a session", metrics.rooms.clone());
+        registry.register(
+            "append_queue_bytes",
+            "Bytes of log entries queued for Redis, not yet stored (a cluster node)",
+            metrics.append_queue_bytes.clone(),
+        );
         registry.register(
             "sessions_started",
             "Sessions started",

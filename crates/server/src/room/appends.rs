@@ -20,8 +20,31 @@ const MAX_BATCH_ENTRIES: usize = 256;
 /// ...and bytes, unless its first entry alone is larger: a call holds Redis' one thread.
 const MAX_BATCH_BYTES: usize = 1 << 20;
 /// Bytes of entries a room may have queued on this node; past it, submitters wait (a
-/// reader stops reading its connection, and TCP pushes back on the client).
+/// reader stops reading its connection, and TCP pushes back on the client). The node's
+/// rooms together may queue `queue_bytes` of its Redis settings ([`NodeQueue`]).
 const MAX_QUEUED_BYTES: usize = 8 << 20;
+
+/// Room for entries queued on this node, all its rooms together: a permit per byte.
+pub struct NodeQueue {
+    space: Semaphore,
+    bytes: usize,
+}
+
+impl NodeQueue {
+    pub fn new(bytes: usize) -> Self {
+        let bytes = bytes.clamp(1, Semaphore::MAX_PERMITS);
+        NodeQueue {
+            space: Semaphore::new(bytes),
+            bytes,
+        }
+    }
+
+    /// The permits an entry that holds `room_permits` in its room's queue holds here:
+    /// one larger than the node's whole queue waits for it to empty.
+    fn permits(&self, room_permits: u32) -> u32 {
+        room_permits.min(self.bytes.min(u32::MAX as usize) as u32)
+    }
+}
 
 /// A room's queue of entries to append, on this node.
 pub(super) struct Appends {
@@ -98,18 +121,27 @@ impl Room {
         let appends = &self.appends;
         let serialized = Serialized::new(&entry);
         let permits = permits(serialized.bytes());
-        appends
-            .room_for
-            .acquire_many(permits)
-            .await
-            .expect("the semaphore is never closed")
-            .forget();
+        let node = &self.node.append_queue;
+        // Both held before either is given up for good: a caller that stops waiting
+        // for the second returns the first.
+        let in_room = appends.room_for.acquire_many(permits).await;
+        let in_node = node.space.acquire_many(node.permits(permits)).await;
+        let (Ok(in_room), Ok(in_node)) = (in_room, in_node) else {
+            unreachable!("the semaphores are never closed");
+        };
+        in_room.forget();
+        in_node.forget();
+        self.node
+            .metrics
+            .append_queue_bytes
+            .inc_by(serialized.bytes() as i64);
         {
             let mut state = self.lock_state();
             if state.removed {
                 // A stale handle (a connection whose participant is gone): nobody here
                 // is in this room any more.
-                appends.room_for.add_permits(permits as usize);
+                drop(state);
+                self.dequeued(std::slice::from_ref(&serialized));
                 then.done(Ok(()));
                 return;
             }
@@ -171,7 +203,7 @@ impl Room {
             drop(serialized);
             match appended {
                 Ok(positions) => {
-                    self.dequeued(&batch);
+                    self.dequeued(batch.iter().map(|queued| &queued.serialized));
                     let count = batch.len() as u64;
                     for (position, queued) in positions.into_iter().zip(batch) {
                         self.offer(position, queued.entry);
@@ -198,19 +230,24 @@ impl Room {
         }
     }
 
-    /// Frees the room in the queue that `entries` held.
-    fn dequeued(&self, entries: &[Queued]) {
-        let permits: usize = entries
-            .iter()
-            .map(|queued| permits(queued.serialized.bytes()) as usize)
-            .sum();
-        self.appends.room_for.add_permits(permits);
+    /// Frees the room in the room's and the node's queues that `entries` held.
+    fn dequeued<'a>(&self, entries: impl IntoIterator<Item = &'a Serialized>) {
+        let (mut in_room, mut in_node, mut bytes) = (0, 0, 0);
+        for serialized in entries {
+            let permits = permits(serialized.bytes());
+            in_room += permits as usize;
+            in_node += self.node.append_queue.permits(permits) as usize;
+            bytes += serialized.bytes();
+        }
+        self.appends.room_for.add_permits(in_room);
+        self.node.append_queue.space.add_permits(in_node);
+        self.node.metrics.append_queue_bytes.dec_by(bytes as i64);
     }
 
     /// Tells whoever waits on `entries` (taken from the queue) that Redis did not store
     /// them.
     fn refused(self: &Arc<Self>, entries: Vec<Queued>, why: &NotAppended) {
-        self.dequeued(&entries);
+        self.dequeued(entries.iter().map(|queued| &queued.serialized));
         let count = entries.len() as u64;
         {
             let mut state = self.lock_state();

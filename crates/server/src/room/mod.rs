@@ -38,6 +38,7 @@ pub use crate::rules::RoomSummary;
 pub use crate::rules::{AdminError, Frame};
 use crate::rules::{AdminOutcome, Replica, Settings};
 use crate::webhook::Webhooks;
+pub use appends::NodeQueue;
 use delivery::Connections;
 pub use delivery::{Closing, Connection, Outbox, Outgoing};
 pub use registry::{Admission, Admitted, NotAdmitted, RoomUse, Rooms};
@@ -51,6 +52,8 @@ pub struct Node {
     pub webhooks: Option<Webhooks>,
     /// `None`: a single node holding every room in memory.
     pub cluster: Option<Arc<Cluster>>,
+    /// In a cluster: room for the entries this node's rooms queue for Redis.
+    pub append_queue: NodeQueue,
 }
 
 impl Node {

@@ -173,9 +173,14 @@ pub async fn raw_join(server: &TestServer, identity: &str) -> RawSocket {
 
 /// Joins room "r" at the node of `url` (a `ws://` URL).
 pub async fn raw_join_at(url: &str, identity: &str) -> RawSocket {
+    raw_join_room_at(url, "r", identity).await
+}
+
+/// Joins `room` at the node of `url` (a `ws://` URL).
+pub async fn raw_join_room_at(url: &str, room: &str, identity: &str) -> RawSocket {
     let url = format!(
         "{url}/rtc?protocol=1&access_token={}",
-        Token::new("r", identity).sign()
+        Token::new(room, identity).sign()
     );
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     assert!(matches!(next(&mut socket).await, ServerMessage::Joined(_)));

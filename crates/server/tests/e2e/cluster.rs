@@ -12,7 +12,7 @@ use roomstate_protocol::{ErrorCode, Limit, Outcome, ServerMessage};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::auth_and_limits::{next, raw_join_at, RawSocket};
+use crate::auth_and_limits::{next, raw_join_at, raw_join_room_at, RawSocket};
 use crate::harness::{
     fast_options, Client, Heard, RedisServer, TestServer, Token, KEY, PATIENCE, SECRET,
 };
@@ -428,6 +428,82 @@ async fn writes_queued_behind_a_failed_append_are_refused_with_it() {
         (1..=256).contains(&unknown),
         "{unknown} answers say the write may have been stored: the batch in flight was 1 to 256"
     );
+}
+
+/// A node's rooms together queue at most `queue_bytes` for Redis: while Redis holds
+/// writes, connections pipelining more in two rooms are not read past it, and once
+/// Redis is back every write is stored and answered, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_s_rooms_together_queue_at_most_its_queue_bytes() {
+    const QUEUE_BYTES: u64 = 64 << 10;
+    const WRITES: u64 = 150; // in each of two rooms, of about 1 KiB each
+    let server = TestServer::cluster_with_redis_settings(
+        2,
+        "client_requests_per_second = 100000",
+        &format!("queue_bytes = {QUEUE_BYTES}"),
+    );
+    let node = server.node_url(0);
+    let writers = [
+        raw_join_room_at(&node, "a", "writer").await,
+        raw_join_room_at(&node, "b", "writer").await,
+    ];
+    let redis = redis::Client::open(server.redis.as_ref().unwrap().url()).unwrap();
+    let mut redis = redis.get_multiplexed_async_connection().await.unwrap();
+    // Held well within the nodes' 500 ms timeout: the first appends wait, the rest queue.
+    pause_writes(&mut redis, 400).await;
+    let writers = writers.map(|mut socket| {
+        tokio::spawn(async move {
+            let pad = "x".repeat(1000);
+            for n in 1..=WRITES {
+                let value = json!({ "n": n, "pad": pad });
+                let set = json!({"type": "set", "id": n, "key": "n", "value": value});
+                socket.feed(Message::text(set.to_string())).await.unwrap();
+            }
+            socket.flush().await.unwrap();
+            let mut answered = Vec::new();
+            while answered.len() < WRITES as usize {
+                if let ServerMessage::Reply(reply) = next(&mut socket).await {
+                    assert!(matches!(reply.outcome, Outcome::Ok(_)), "{reply:?}");
+                    answered.push(reply.id);
+                }
+            }
+            answered
+        })
+    });
+    let metrics_url = format!("{}/metrics", server.node_http_url(0));
+    let mut most_queued = 0;
+    let sampling = Instant::now();
+    while sampling.elapsed() < Duration::from_millis(300) {
+        let metrics = reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let queued: u64 = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("roomstate_append_queue_bytes "))
+            .expect("the gauge is there")
+            .parse()
+            .unwrap();
+        most_queued = most_queued.max(queued);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        most_queued <= QUEUE_BYTES,
+        "{most_queued} bytes queued; at most {QUEUE_BYTES}"
+    );
+    assert!(
+        most_queued >= QUEUE_BYTES / 2,
+        "only {most_queued} bytes queued: the writes did not fill the queue"
+    );
+    for writer in writers {
+        assert_eq!(
+            writer.await.unwrap(),
+            (1..=WRITES).collect::<Vec<_>>(),
+            "every write answered Ok, in order"
+        );
+    }
 }
 
 /// A write whose append Redis holds past the node's timeout fails `OutcomeUnknown`,

@@ -91,25 +91,34 @@ impl TestServer {
     pub fn cluster(nodes: usize, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let redis = (nodes > 1).then(|| RedisServer::start(dir.path()));
-        Self::nodes(nodes, extra, redis, dir)
+        Self::nodes(nodes, extra, redis, "", dir)
+    }
+
+    /// Starts `nodes` nodes on a new redis-server, with extra lines for their `[redis]`
+    /// settings.
+    pub fn cluster_with_redis_settings(nodes: usize, extra: &str, redis_settings: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let redis = Some(RedisServer::start(dir.path()));
+        Self::nodes(nodes, extra, redis, redis_settings, dir)
     }
 
     /// Starts `nodes` nodes on `redis`.
     pub fn cluster_on(nodes: usize, extra: &str, redis: RedisServer) -> Self {
-        Self::nodes(nodes, extra, Some(redis), tempfile::tempdir().unwrap())
+        Self::nodes(nodes, extra, Some(redis), "", tempfile::tempdir().unwrap())
     }
 
     fn nodes(
         nodes: usize,
         extra: &str,
         redis: Option<RedisServer>,
+        redis_settings: &str,
         dir: tempfile::TempDir,
     ) -> Self {
         let config = dir.path().join("roomstate.toml");
         let mut text = format!("bind = \"127.0.0.1:0\"\n{extra}\n[keys]\n{KEY} = \"{SECRET}\"\n");
         if let Some(redis) = &redis {
             text.push_str(&format!(
-                "[redis]\nurl = \"{}\"\nheartbeat_ms = 200\nnode_timeout_ms = 3000\ntimeout_ms = 500\n",
+                "[redis]\nurl = \"{}\"\nheartbeat_ms = 200\nnode_timeout_ms = 3000\ntimeout_ms = 500\n{redis_settings}\n",
                 redis.url()
             ));
         }
