@@ -318,14 +318,15 @@ async fn next_frame(
 }
 
 /// A text frame as a protocol message. A reply this engine cannot read (a newer
-/// server's error code, say) fails its request rather than the connection: resuming
-/// would replay the same reply, and the link would never come back.
+/// server's error code or body) fails its request rather than the connection: resuming
+/// would replay the same reply, and the link would never come back. It fails as
+/// `outcome_unknown`: the engine cannot tell whether the request succeeded.
 fn read_message(text: &str) -> Result<ServerMessage, Ended> {
     serde_json::from_str(text).or_else(|error| match ServerMessage::unreadable_reply_id(text) {
         Some(id) => Ok(ServerMessage::Reply(Reply {
             id,
             outcome: Outcome::Error(ErrorBody::new(
-                ErrorCode::Internal,
+                ErrorCode::OutcomeUnknown,
                 format!("the server's answer cannot be read (is the server newer than this engine?): {error}"),
             )),
             stale: false,
@@ -483,7 +484,7 @@ mod tests {
         let Outcome::Error(error) = reply.outcome else {
             panic!("not an error: {:?}", reply.outcome);
         };
-        assert_eq!(error.code, ErrorCode::Internal);
+        assert_eq!(error.code, ErrorCode::OutcomeUnknown);
         assert!(
             error.message.contains("from_the_future"),
             "{}",

@@ -59,6 +59,8 @@ def main(path, bench, node1, node2, redis):
         "in all",
     ]
     print(f"{len(writes)} writes")
+    if not writes:
+        sys.exit("no write's wakeups found: were the pids right, and was W1 at N=1?")
     for k, name in enumerate(names):
         values = sorted(w[k] * 1e6 for w in writes)
         p10, p90 = values[len(values) // 10], values[9 * len(values) // 10]

@@ -204,6 +204,12 @@ impl ServerConfig {
                     "redis.node_timeout_ms must be longer than redis.heartbeat_ms (> 0)".into(),
                 ));
             }
+            if redis.queue_bytes < self.limits.frame_bytes {
+                return Err(ConfigError::Invalid(format!(
+                    "redis.queue_bytes must hold at least one frame (limits.frame_bytes, {})",
+                    self.limits.frame_bytes
+                )));
+            }
         }
         if self.outbound_queue == 0 || self.replay_log_events == 0 {
             return Err(ConfigError::Invalid(
@@ -302,6 +308,31 @@ mod tests {
             serde_json::to_value(documented.limits).unwrap(),
             serde_json::to_value(defaults.limits).unwrap()
         );
+        let redis = documented.redis.expect("the sample has a [redis] section");
+        assert_eq!(
+            redis.queue_bytes,
+            crate::cluster::ClusterConfig::default().queue_bytes
+        );
+        assert_eq!(
+            redis.timeout_ms,
+            crate::cluster::ClusterConfig::default().timeout_ms
+        );
+    }
+
+    #[test]
+    fn a_node_queue_that_cannot_hold_one_frame_is_refused() {
+        let config = |queue_bytes: usize| -> ServerConfig {
+            toml::from_str(&format!(
+                "[keys]\nk = \"s\"\n[limits]\nframe_bytes = 4096\n[redis]\nurl = \"redis://127.0.0.1/0\"\nqueue_bytes = {queue_bytes}\n"
+            ))
+            .unwrap()
+        };
+        assert!(config(4096).validate().is_ok());
+        let Err(ConfigError::Invalid(message)) = config(4095).validate() else {
+            panic!("a queue smaller than a frame was accepted");
+        };
+        assert!(message.contains("queue_bytes"), "{message}");
+        assert!(config(0).validate().is_err());
     }
 
     #[test]

@@ -80,6 +80,17 @@ struct Queue {
     queued: u64,
     /// How many entries the task took for the call under way, not yet finished.
     taken: u64,
+    /// What those entries hold in the queues, until the call is over; kept here so that
+    /// a panic during the call does not lose it.
+    taken_footprint: Footprint,
+}
+
+/// Room that entries hold in their room's queue and in the node's.
+#[derive(Default, Clone, Copy)]
+struct Footprint {
+    in_room: usize,
+    in_node: usize,
+    bytes: usize,
 }
 
 struct Queued {
@@ -141,7 +152,7 @@ impl Room {
                 // A stale handle (a connection whose participant is gone): nobody here
                 // is in this room any more.
                 drop(state);
-                self.dequeued(std::slice::from_ref(&serialized));
+                self.release(self.footprint([&serialized]));
                 then.done(Ok(()));
                 return;
             }
@@ -194,8 +205,11 @@ impl Room {
                     return;
                 }
                 let count = batch_len(queue.entries.iter().map(|queued| queued.serialized.bytes()));
+                let batch: Vec<Queued> = queue.entries.drain(..count).collect();
                 queue.taken = count as u64;
-                queue.entries.drain(..count).collect::<Vec<_>>()
+                queue.taken_footprint =
+                    self.footprint(batch.iter().map(|queued| &queued.serialized));
+                batch
             };
             let serialized: Vec<&Serialized> =
                 batch.iter().map(|queued| &queued.serialized).collect();
@@ -203,7 +217,7 @@ impl Room {
             drop(serialized);
             match appended {
                 Ok(positions) => {
-                    self.dequeued(batch.iter().map(|queued| &queued.serialized));
+                    self.release_taken();
                     let count = batch.len() as u64;
                     for (position, queued) in positions.into_iter().zip(batch) {
                         self.offer(position, queued.entry);
@@ -212,7 +226,8 @@ impl Room {
                     self.appends.finished.send_modify(|done| *done += count);
                 }
                 Err(failure) => {
-                    self.refused(batch, &failure);
+                    self.release_taken();
+                    self.tell_refused(batch, &failure);
                     // What queued behind the batch would wait a timeout per batch for
                     // the same Redis: it is refused now, and its requests answered.
                     let behind = {
@@ -230,24 +245,42 @@ impl Room {
         }
     }
 
-    /// Frees the room in the room's and the node's queues that `entries` held.
-    fn dequeued<'a>(&self, entries: impl IntoIterator<Item = &'a Serialized>) {
-        let (mut in_room, mut in_node, mut bytes) = (0, 0, 0);
+    /// What `entries` hold in the room's queue and in the node's.
+    fn footprint<'a>(&self, entries: impl IntoIterator<Item = &'a Serialized>) -> Footprint {
+        let mut footprint = Footprint::default();
         for serialized in entries {
             let permits = permits(serialized.bytes());
-            in_room += permits as usize;
-            in_node += self.node.append_queue.permits(permits) as usize;
-            bytes += serialized.bytes();
+            footprint.in_room += permits as usize;
+            footprint.in_node += self.node.append_queue.permits(permits) as usize;
+            footprint.bytes += serialized.bytes();
         }
-        self.appends.room_for.add_permits(in_room);
-        self.node.append_queue.space.add_permits(in_node);
-        self.node.metrics.append_queue_bytes.dec_by(bytes as i64);
+        footprint
     }
 
-    /// Tells whoever waits on `entries` (taken from the queue) that Redis did not store
-    /// them.
+    /// Frees the room in the queues that entries held.
+    fn release(&self, footprint: Footprint) {
+        // The gauge first: once the permits are back, others may fill the room at once.
+        let metrics = &self.node.metrics;
+        metrics.append_queue_bytes.dec_by(footprint.bytes as i64);
+        self.appends.room_for.add_permits(footprint.in_room);
+        self.node.append_queue.space.add_permits(footprint.in_node);
+    }
+
+    /// Frees the room that the batch of the call under way held.
+    fn release_taken(&self) {
+        let footprint = std::mem::take(&mut self.appends.queue.lock().taken_footprint);
+        self.release(footprint);
+    }
+
+    /// Frees the room `entries` (taken from the queue) held, and tells whoever waits on
+    /// them that Redis did not store them.
     fn refused(self: &Arc<Self>, entries: Vec<Queued>, why: &NotAppended) {
-        self.dequeued(entries.iter().map(|queued| &queued.serialized));
+        self.release(self.footprint(entries.iter().map(|queued| &queued.serialized)));
+        self.tell_refused(entries, why);
+    }
+
+    /// Tells whoever waits on `entries` that Redis did not store them.
+    fn tell_refused(self: &Arc<Self>, entries: Vec<Queued>, why: &NotAppended) {
         let count = entries.len() as u64;
         {
             let mut state = self.lock_state();
@@ -277,6 +310,7 @@ impl Drop for Unfinished<'_> {
             (std::mem::take(&mut queue.entries), lost)
         };
         let failed = NotAppended::NotSent("not sent: this node failed while appending".into());
+        room.release_taken();
         room.refused(stranded, &failed);
         // The batch under way is done with too: `settle` does not wait for it.
         room.appends.finished.send_modify(|done| *done += lost);
