@@ -34,6 +34,11 @@ pub struct TwirpError {
     pub msg: String,
     #[serde(default, skip_serializing_if = "HashMap::is_empty")]
     pub meta: HashMap<String, String>,
+    /// Sent as `Retry-After`: HTTP clients that repeat a 408 by themselves (OkHttp,
+    /// under LiveKit's JVM SDK) do not when told when to retry, and a change that may
+    /// have been made is not for a library to repeat.
+    #[serde(skip)]
+    retry_after: Option<&'static str>,
 }
 
 impl TwirpError {
@@ -42,6 +47,7 @@ impl TwirpError {
             code: code.to_string(),
             msg: msg.into(),
             meta: HashMap::new(),
+            retry_after: None,
         }
     }
 
@@ -64,16 +70,12 @@ impl TwirpError {
 
 impl IntoResponse for TwirpError {
     fn into_response(self) -> Response {
-        let outcome_unknown = self.meta.get("roomstate_code").map(String::as_str)
-            == Some(ErrorCode::OutcomeUnknown.as_str());
         let mut response = (self.status(), axum::Json(&self)).into_response();
-        if outcome_unknown {
-            // HTTP clients that repeat a 408 by themselves (OkHttp, under LiveKit's JVM
-            // SDK) do not when told when to retry: a change that may have been made is
-            // not for a library to repeat.
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from_static(seconds),
+            );
         }
         response
     }
@@ -115,6 +117,9 @@ impl From<ErrorBody> for TwirpError {
             ErrorCode::Internal => "internal",
         };
         let mut twirp = TwirpError::new(code, error.message);
+        if error.code == ErrorCode::OutcomeUnknown {
+            twirp.retry_after = Some("1");
+        }
         twirp
             .meta
             .insert("roomstate_code".into(), error.code.as_str().into());

@@ -131,12 +131,16 @@ impl Room {
     ) {
         let appends = &self.appends;
         let serialized = Serialized::new(&entry);
-        let permits = permits(serialized.bytes());
-        let node = &self.node.append_queue;
+        let footprint = self.footprint([&serialized]);
         // Both held before either is given up for good: a caller that stops waiting
         // for the second returns the first.
-        let in_room = appends.room_for.acquire_many(permits).await;
-        let in_node = node.space.acquire_many(node.permits(permits)).await;
+        let in_room = appends
+            .room_for
+            .acquire_many(footprint.in_room as u32)
+            .await;
+        let in_node = (self.node.append_queue.space)
+            .acquire_many(footprint.in_node as u32)
+            .await;
         let (Ok(in_room), Ok(in_node)) = (in_room, in_node) else {
             unreachable!("the semaphores are never closed");
         };
@@ -145,14 +149,14 @@ impl Room {
         self.node
             .metrics
             .append_queue_bytes
-            .inc_by(serialized.bytes() as i64);
+            .inc_by(footprint.bytes as i64);
         {
             let mut state = self.lock_state();
             if state.removed {
                 // A stale handle (a connection whose participant is gone): nobody here
                 // is in this room any more.
                 drop(state);
-                self.release(self.footprint([&serialized]));
+                self.release(footprint);
                 then.done(Ok(()));
                 return;
             }

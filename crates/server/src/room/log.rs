@@ -379,15 +379,16 @@ impl Room {
                 outcome: Outcome::Ok(ReplyBody::Entries(entries)),
                 stale: true,
             },
-            None => Reply {
-                id,
-                outcome: Outcome::Error(not_appended.error_body()),
-                stale: false,
-            },
+            None => {
+                let error = not_appended.error_body();
+                self.node.metrics.error(error.code.as_str());
+                Reply {
+                    id,
+                    outcome: Outcome::Error(error),
+                    stale: false,
+                }
+            }
         };
-        if let Outcome::Error(error) = &reply.outcome {
-            self.node.metrics.error(error.code.as_str());
-        }
         // A reply the client may wait for: worth a slow consumer's queue slot.
         let _ = connection.send(&rules::frame(&ServerMessage::Reply(reply)));
     }

@@ -471,22 +471,11 @@ async fn a_node_s_rooms_together_queue_at_most_its_queue_bytes() {
             answered
         })
     });
-    let metrics_url = format!("{}/metrics", server.node_http_url(0));
+    // The queue, watched for as long as writes are outstanding.
+    let node_http = server.node_http_url(0);
     let mut most_queued = 0;
-    let sampling = Instant::now();
-    while sampling.elapsed() < Duration::from_millis(200) {
-        let metrics = reqwest::get(&metrics_url)
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let queued: u64 = metrics
-            .lines()
-            .find_map(|line| line.strip_prefix("roomstate_append_queue_bytes "))
-            .expect("the gauge is there")
-            .parse()
-            .unwrap();
+    while !writers.iter().all(|writer| writer.is_finished()) {
+        let queued = metric(&node_http, "roomstate_append_queue_bytes").await;
         most_queued = most_queued.max(queued);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -660,8 +649,8 @@ async fn pause_writes(redis: &mut redis::aio::MultiplexedConnection, ms: u64) {
         .unwrap();
 }
 
-/// A node's count of store writes it appended (`roomstate_store_writes_total`).
-async fn store_writes(node_http_url: &str) -> u64 {
+/// A node's value of the unlabelled metric `name`, from its `/metrics`.
+async fn metric(node_http_url: &str, name: &str) -> u64 {
     let metrics = reqwest::get(format!("{node_http_url}/metrics"))
         .await
         .unwrap()
@@ -670,8 +659,16 @@ async fn store_writes(node_http_url: &str) -> u64 {
         .unwrap();
     metrics
         .lines()
-        .find_map(|line| line.strip_prefix("roomstate_store_writes_total "))
-        .map_or(0, |count| count.trim().parse().unwrap())
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no metric {name}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A node's count of store writes it appended.
+async fn store_writes(node_http_url: &str) -> u64 {
+    metric(node_http_url, "roomstate_store_writes_total").await
 }
 
 /// Waits until Redis runs writes again (a write of ours waits for that).
