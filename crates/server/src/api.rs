@@ -39,6 +39,10 @@ pub struct TwirpError {
     /// have been made is not for a library to repeat.
     #[serde(skip)]
     retry_after: Option<&'static str>,
+    /// The protocol's code, where the refusal is one a WebSocket client could get too:
+    /// `roomstate_errors_total` counts it under that code, whichever way it was made.
+    #[serde(skip)]
+    protocol_code: Option<ErrorCode>,
 }
 
 impl TwirpError {
@@ -48,6 +52,7 @@ impl TwirpError {
             msg: msg.into(),
             meta: HashMap::new(),
             retry_after: None,
+            protocol_code: None,
         }
     }
 
@@ -117,6 +122,7 @@ impl From<ErrorBody> for TwirpError {
             ErrorCode::Internal => "internal",
         };
         let mut twirp = TwirpError::new(code, error.message);
+        twirp.protocol_code = Some(error.code);
         if error.code == ErrorCode::OutcomeUnknown {
             twirp.retry_after = Some("1");
         }
@@ -250,7 +256,10 @@ pub async fn twirp(
         )),
     };
     result.unwrap_or_else(|error| {
-        state.rooms.metrics().error(&error.code);
+        match error.protocol_code {
+            Some(code) => state.rooms.metrics().error(code.as_str()),
+            None => state.rooms.metrics().error(&error.code),
+        }
         error.into_response()
     })
 }

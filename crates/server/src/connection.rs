@@ -11,6 +11,7 @@ use roomstate_protocol::{
 use tokio::task::JoinHandle;
 
 use crate::budget::{AddressBudget, InboundBudget};
+use crate::metrics::Metrics;
 use crate::room::{Admission, Closing, Connection, NotAdmitted, Outbox, Outgoing, Rooms};
 use crate::websocket::{self, Frame, Incoming, ReadError, Reader, Socket, Writer};
 
@@ -55,11 +56,23 @@ pub async fn serve(
                 reason: CloseReason::Unavailable,
                 message: "the room's shared state cannot be reached; try again".into(),
             };
-            say_goodbye(&mut writer, closing, config.write_timeout()).await;
+            say_goodbye(
+                &mut writer,
+                closing,
+                config.write_timeout(),
+                rooms.metrics(),
+            )
+            .await;
             return;
         }
         Err(NotAdmitted::Refused(closing)) => {
-            say_goodbye(&mut writer, closing, config.write_timeout()).await;
+            say_goodbye(
+                &mut writer,
+                closing,
+                config.write_timeout(),
+                rooms.metrics(),
+            )
+            .await;
             return;
         }
     };
@@ -336,7 +349,7 @@ async fn write_frames(
             }
             Outgoing::Close(closing) => {
                 tracing::debug!(reason = ?closing.reason, "saying goodbye");
-                say_goodbye(&mut writer, closing, timeout).await;
+                say_goodbye(&mut writer, closing, timeout, rooms.metrics()).await;
                 return;
             }
             Outgoing::End => {
@@ -369,12 +382,13 @@ async fn write_within(
 }
 
 /// Sends `goodbye` and the close frame, within `timeout` in all.
-async fn say_goodbye(writer: &mut Writer, closing: Closing, timeout: Duration) {
+async fn say_goodbye(writer: &mut Writer, closing: Closing, timeout: Duration, metrics: &Metrics) {
     let goodbye = Frame::json(&ServerMessage::Goodbye {
         reason: closing.reason,
         message: closing.message.clone(),
     });
     let close = websocket::close(closing.reason.close_code(), &closing.message);
+    metrics.messages_out.inc_by(2);
     if write_within(writer, &[goodbye.wire().clone(), close], timeout)
         .await
         .is_ok()

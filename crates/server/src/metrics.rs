@@ -74,12 +74,12 @@ impl Metrics {
         );
         registry.register(
             "messages_in",
-            "Frames received from clients",
+            "WebSocket messages received from clients, control frames included",
             metrics.messages_in.clone(),
         );
         registry.register(
             "messages_out",
-            "Frames sent to clients",
+            "WebSocket messages sent to clients, control frames (pongs, close frames) included",
             metrics.messages_out.clone(),
         );
         registry.register(
@@ -89,7 +89,7 @@ impl Metrics {
         );
         registry.register(
             "errors",
-            "Requests answered with an error, by code",
+            "Requests answered with an error, by the protocol's code (the server API's Twirp code where the protocol has none)",
             metrics.errors.clone(),
         );
         registry.register(

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::auth_and_limits::{next, raw_join_at, raw_join_room_at, RawSocket};
 use crate::harness::{
-    fast_options, Client, Heard, RedisServer, TestServer, Token, KEY, PATIENCE, SECRET,
+    fast_options, metric, Client, Heard, RedisServer, TestServer, Token, KEY, PATIENCE, SECRET,
 };
 use crate::server_api::{admin_token, event, post_json_to, start_receiver};
 
@@ -647,23 +647,6 @@ async fn pause_writes(redis: &mut redis::aio::MultiplexedConnection, ms: u64) {
         .query_async::<()>(redis)
         .await
         .unwrap();
-}
-
-/// A node's value of the unlabelled metric `name`, from its `/metrics`.
-async fn metric(node_http_url: &str, name: &str) -> u64 {
-    let metrics = reqwest::get(format!("{node_http_url}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no metric {name}"))
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 /// A node's count of store writes it appended.

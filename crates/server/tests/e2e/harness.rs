@@ -174,6 +174,20 @@ impl TestServer {
         format!("http://{}", self.addrs[node])
     }
 
+    /// The metric `name` (with its labels, if it has any) summed over the running
+    /// nodes; a labelled counter no node has counted yet is 0.
+    pub async fn metric_total(&self, name: &str) -> u64 {
+        let mut total = 0;
+        for (node, addr) in self.addrs.iter().enumerate() {
+            if self.nodes[node].is_some() {
+                total += metric_or_none(&format!("http://{addr}"), name)
+                    .await
+                    .unwrap_or(0);
+            }
+        }
+        total
+    }
+
     /// Freezes node `node` with SIGSTOP (or thaws it with SIGCONT): its sockets stay
     /// open and silent, as an overloaded or half-open server's would.
     pub fn freeze(&self, node: usize, frozen: bool) {
@@ -599,4 +613,25 @@ impl Drop for Proxy {
         self.accept.abort();
         self.cut();
     }
+}
+
+/// A node's value of the metric `name` (with its labels, if it has any), from its
+/// `/metrics`.
+pub async fn metric(node_http_url: &str, name: &str) -> u64 {
+    metric_or_none(node_http_url, name)
+        .await
+        .unwrap_or_else(|| panic!("no metric {name}"))
+}
+
+async fn metric_or_none(node_http_url: &str, name: &str) -> Option<u64> {
+    let metrics = reqwest::get(format!("{node_http_url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map(|value| value.trim().parse().unwrap())
 }

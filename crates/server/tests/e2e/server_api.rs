@@ -332,6 +332,8 @@ async fn the_json_encoding_and_the_session_store_api() {
     seen.wait_for(Heard::Key("poll".into(), None)).await;
 
     // Limits and permissions hold here too.
+    let counted = |code: &str| format!("roomstate_errors_total{{code=\"{code}\"}}");
+    let limit_errors = server.metric_total(&counted("limit_exceeded")).await;
     let (status, body) = post_json(
         &server,
         "roomstate.SessionStore/Set",
@@ -344,6 +346,12 @@ async fn the_json_encoding_and_the_session_store_api() {
         (StatusCode::TOO_MANY_REQUESTS, Some("resource_exhausted"))
     );
     assert_eq!(body["meta"]["limit"], "value_bytes");
+    // Counted under the protocol's code, as the same refusal on a WebSocket is.
+    assert_eq!(
+        server.metric_total(&counted("limit_exceeded")).await,
+        limit_errors + 1
+    );
+    assert_eq!(server.metric_total(&counted("resource_exhausted")).await, 0);
     let (status, body) = post_json(
         &server,
         "roomstate.SessionStore/Get",

@@ -224,3 +224,59 @@ async fn requests_that_are_not_websocket_handshakes_are_refused_plainly() {
         status(upgrade(client.post(&url)).header("Sec-WebSocket-Version", "13")).await;
     assert_eq!(code, 405, "{body}");
 }
+
+/// `roomstate_messages_out_total` counts every message the server writes once, control
+/// frames included: replies and pongs, a goodbye and its close frame, and the close
+/// frame that answers a client's.
+#[tokio::test]
+async fn every_message_the_server_sends_is_counted_once_close_frames_included() {
+    let server = TestServer::start();
+    let connect = |identity: &str| {
+        let url = format!(
+            "{}/rtc?protocol=1&access_token={}",
+            server.node_url(0),
+            Token::new("counted", identity).sign()
+        );
+        async move { tokio_tungstenite::connect_async(url).await.unwrap().0 }
+    };
+    // Every frame until the server hangs up.
+    let received_all = |mut socket: crate::auth_and_limits::RawSocket| async move {
+        let mut frames = Vec::new();
+        while let Some(Ok(frame)) = tokio::time::timeout(PATIENCE, socket.next()).await.unwrap() {
+            frames.push(frame);
+        }
+        frames
+    };
+
+    // Alice asks, pings and leaves: the server says goodbye and closes.
+    let mut alice = connect("alice").await;
+    for message in [
+        Message::text(json!({"type": "get", "id": 1, "keys": ["k"]}).to_string()),
+        Message::Ping("are you there".into()),
+        Message::text(json!({"type": "leave"}).to_string()),
+    ] {
+        alice.send(message).await.unwrap();
+    }
+    let to_alice = received_all(alice).await;
+    let goodbye = to_alice.iter().find_map(|frame| match frame {
+        Message::Text(text) => match serde_json::from_str(text.as_str()).unwrap() {
+            ServerMessage::Goodbye { reason, .. } => Some(reason),
+            _ => None,
+        },
+        _ => None,
+    });
+    assert_eq!(goodbye, Some(roomstate_protocol::CloseReason::Left));
+    assert!(matches!(to_alice.last(), Some(Message::Close(_))));
+
+    // Bob closes: the server answers with its close frame.
+    let mut bob = connect("bob").await;
+    bob.close(None).await.unwrap();
+    let to_bob = received_all(bob).await;
+    assert!(matches!(to_bob.last(), Some(Message::Close(_))));
+
+    assert_eq!(
+        server.metric_total("roomstate_messages_out_total").await,
+        (to_alice.len() + to_bob.len()) as u64,
+        "sent to alice: {to_alice:?}\nsent to bob: {to_bob:?}"
+    );
+}
