@@ -302,12 +302,13 @@ fn goodbye(reason: CloseReason, message: String) -> Ended {
 }
 
 /// The next frame from the server: a protocol message, or `None` for a ping, pong or
-/// other control frame (nothing to apply, but proof that the link is alive).
+/// other control frame, or a message this engine skips (nothing to apply, but proof
+/// that the link is alive).
 async fn next_frame(
     stream: &mut futures_util::stream::SplitStream<Socket>,
 ) -> Result<Option<ServerMessage>, Ended> {
     match stream.next().await {
-        Some(Ok(Message::Text(text))) => read_message(text.as_str()).map(Some),
+        Some(Ok(Message::Text(text))) => read_message(text.as_str()),
         Some(Ok(Message::Close(frame))) => {
             Err(Ended::Lost(format!("closed by the server: {frame:?}")))
         }
@@ -317,22 +318,36 @@ async fn next_frame(
     }
 }
 
-/// A text frame as a protocol message. A reply this engine cannot read (a newer
-/// server's error code or body) fails its request rather than the connection: resuming
-/// would replay the same reply, and the link would never come back. It fails as
-/// `outcome_unknown`: the engine cannot tell whether the request succeeded.
-fn read_message(text: &str) -> Result<ServerMessage, Ended> {
-    serde_json::from_str(text).or_else(|error| match ServerMessage::unreadable_reply_id(text) {
-        Some(id) => Ok(ServerMessage::Reply(Reply {
+/// A text frame as a protocol message; `None` for a message of a type this engine does
+/// not know (a newer server's), which it skips.
+///
+/// A reply this engine cannot read (a newer server's error code or body) fails its
+/// request rather than the connection: resuming would replay the same reply, and the
+/// link would never come back. It fails as `outcome_unknown`: the engine cannot tell
+/// whether the request succeeded. A message of a known type that does not parse is a
+/// broken frame: the connection is lost.
+fn read_message(text: &str) -> Result<Option<ServerMessage>, Ended> {
+    let error = match serde_json::from_str(text) {
+        Ok(message) => return Ok(Some(message)),
+        Err(error) => error,
+    };
+    if let Some(id) = ServerMessage::unreadable_reply_id(text) {
+        return Ok(Some(ServerMessage::Reply(Reply {
             id,
             outcome: Outcome::Error(ErrorBody::new(
                 ErrorCode::OutcomeUnknown,
                 format!("the server's answer cannot be read (is the server newer than this engine?): {error}"),
             )),
             stale: false,
-        })),
-        None => Err(Ended::Lost(format!("unreadable frame from the server: {error}"))),
-    })
+        })));
+    }
+    if let Some(kind) = ServerMessage::unknown_type(text) {
+        log::warn!("skipped a message of a type this engine does not know: {kind:?}");
+        return Ok(None);
+    }
+    Err(Ended::Lost(format!(
+        "unreadable frame from the server: {error}"
+    )))
 }
 
 /// The next protocol message, skipping control frames (for the handshake).
@@ -477,7 +492,7 @@ mod tests {
     #[test]
     fn a_reply_this_engine_cannot_read_fails_its_request_not_the_connection() {
         let newer = r#"{"type":"reply","id":7,"error":{"code":"from_the_future","message":"x"}}"#;
-        let Ok(ServerMessage::Reply(reply)) = read_message(newer) else {
+        let Ok(Some(ServerMessage::Reply(reply))) = read_message(newer) else {
             panic!("not read as a reply");
         };
         assert_eq!(reply.id, 7);
@@ -491,12 +506,19 @@ mod tests {
             error.message
         );
 
-        let unknown_event = r#"{"type":"something_new","seq":3}"#;
-        assert!(matches!(read_message(unknown_event), Err(Ended::Lost(_))));
         let known = r#"{"type":"reply","id":8,"ok":"done"}"#;
         assert!(
-            matches!(read_message(known), Ok(ServerMessage::Reply(_))),
+            matches!(read_message(known), Ok(Some(ServerMessage::Reply(_)))),
             "{known}"
         );
+    }
+
+    #[test]
+    fn a_message_of_a_newer_type_is_skipped_and_a_broken_one_ends_the_connection() {
+        let newer = r#"{"type":"poll_started","seq":3,"poll":{"question":"?"}}"#;
+        assert!(matches!(read_message(newer), Ok(None)));
+        let broken = r#"{"type":"store_changed","key":3}"#;
+        assert!(matches!(read_message(broken), Err(Ended::Lost(_))));
+        assert!(matches!(read_message("not json"), Err(Ended::Lost(_))));
     }
 }

@@ -185,6 +185,20 @@ impl ServerMessage {
         (reply.kind == "reply").then_some(reply.id)
     }
 
+    /// The type of a message this side does not know (a newer server's), read from a
+    /// frame that does not parse. `None` if the frame is not a message, or is one of a
+    /// known type that does not parse (a broken frame, not a newer one).
+    pub fn unknown_type(text: &str) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Tagged {
+            #[serde(rename = "type")]
+            kind: String,
+        }
+        let Tagged { kind } = serde_json::from_str(text).ok()?;
+        let known = serde_json::from_value::<KnownType>(serde_json::Value::String(kind.clone()));
+        known.is_err().then_some(kind)
+    }
+
     /// The sequence number of an event message; `None` for the others.
     pub fn seq(&self) -> Option<Seq> {
         match self {
@@ -196,6 +210,22 @@ impl ServerMessage {
             _ => None,
         }
     }
+}
+
+/// The `type` of every [`ServerMessage`] (a test holds the two together).
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum KnownType {
+    Joined,
+    Resumed,
+    Reply,
+    StoreChanged,
+    ParticipantJoined,
+    ParticipantUpdated,
+    ParticipantLeft,
+    RoomMetadataChanged,
+    Rejected,
+    Goodbye,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -540,6 +570,33 @@ pub struct ConnectParams {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_types_a_client_knows_are_those_of_server_messages() {
+        // serde names every type it knows when it meets one it does not.
+        let error = serde_json::from_str::<ServerMessage>(r#"{"type":"?"}"#).unwrap_err();
+        let error = error.to_string();
+        let expected = error
+            .split("expected one of ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("serde's message changed: {error}"));
+        let types: Vec<&str> = expected
+            .split(", ")
+            .map(|name| name.trim_matches(|c: char| c == '`' || !c.is_ascii_graphic()))
+            .map(|name| name.split('`').next().unwrap())
+            .collect();
+        assert!(types.contains(&"store_changed"), "read as {types:?}");
+        for kind in types {
+            let frame = format!(r#"{{"type":"{kind}","broken":true}}"#);
+            assert_eq!(ServerMessage::unknown_type(&frame), None, "{kind}");
+        }
+        assert_eq!(
+            ServerMessage::unknown_type(r#"{"type":"poll_started","seq":3}"#).as_deref(),
+            Some("poll_started")
+        );
+        assert_eq!(ServerMessage::unknown_type(r#"{"seq":3}"#), None);
+        assert_eq!(ServerMessage::unknown_type("not json"), None);
+    }
 
     #[test]
     fn a_reply_that_does_not_parse_still_says_which_request_it_answers() {
