@@ -1,6 +1,7 @@
 //! One WebSocket connection: a reader that hands requests to the room, and a writer that
 //! drains the connection's bounded queue onto the socket.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,92 +32,101 @@ const HEAVY_FRAME_BYTES: usize = 8 * 1024;
 
 /// Serves one admitted WebSocket; `address` is the budget its IP address shares with
 /// its other connections (none when the per-address budget is off).
-pub async fn serve(
-    socket: Socket,
+///
+/// An idle connection costs this future and its writer's, each as large as its largest
+/// state: what an idle connection is not doing (being refused, applying a message,
+/// saying goodbye, ending) is boxed, so that it does not set the size every connection
+/// keeps while it waits (docs/benchmarks.md, W4).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps each argument twice for as long as it runs"
+)]
+pub fn serve(
+    mut socket: Socket,
     rooms: Arc<Rooms>,
-    admission: Admission,
+    admission: Box<Admission>,
     address: Option<AddressBudget>,
-) {
-    let Socket {
-        mut reader,
-        mut writer,
-        slot: _slot,
-    } = socket;
-    let config = rooms.config();
-    let outbox = Outbox::new(config.outbound_queue, config.outbound_queue_bytes);
-    // The reader's own handle, for frames it answers itself: every frame queued to this
-    // connection is counted against its budget, whoever queues it.
-    let own = Connection::new(outbox.clone());
-    // Boxed: the join's future is large, and this one lives as long as the connection.
-    let admitted = match Box::pin(rooms.admit(admission, own.clone())).await {
-        Ok(admitted) => admitted,
-        Err(NotAdmitted::Unavailable(problem)) => {
-            tracing::warn!(%problem, "cannot admit a connection: the cluster is unavailable");
-            let closing = Closing {
-                reason: CloseReason::Unavailable,
-                message: "the room's shared state cannot be reached; try again".into(),
-            };
-            say_goodbye(
-                &mut writer,
-                closing,
-                config.write_timeout(),
-                rooms.metrics(),
-            )
-            .await;
-            return;
+) -> impl Future<Output = ()> + Send {
+    // A block, not an `async fn`: an async fn keeps each argument twice, as passed and
+    // as bound in its body, for as long as it runs (the socket's 144 bytes, twice, for
+    // every connection's life).
+    async move {
+        let config = rooms.config();
+        let outbox = Outbox::new(config.outbound_queue, config.outbound_queue_bytes);
+        // The reader's own handle, for frames it answers itself: every frame queued to this
+        // connection is counted against its budget, whoever queues it.
+        let own = Connection::new(outbox.clone());
+        // Boxed: the join's future is large, and this one lives as long as the connection.
+        let admitted = match Box::pin(rooms.admit(*admission, own.clone())).await {
+            Ok(admitted) => admitted,
+            Err(NotAdmitted::Unavailable(problem)) => {
+                tracing::warn!(%problem, "cannot admit a connection: the cluster is unavailable");
+                let closing = Closing {
+                    reason: CloseReason::Unavailable,
+                    message: "the room's shared state cannot be reached; try again".into(),
+                };
+                Box::pin(say_goodbye(
+                    &mut socket.writer,
+                    closing,
+                    config.write_timeout(),
+                    rooms.metrics(),
+                ))
+                .await;
+                return;
+            }
+            Err(NotAdmitted::Refused(closing)) => {
+                Box::pin(say_goodbye(
+                    &mut socket.writer,
+                    closing,
+                    config.write_timeout(),
+                    rooms.metrics(),
+                ))
+                .await;
+                return;
+            }
+        };
+        let epoch = admitted.epoch;
+        rooms.metrics().connections.inc();
+        let mut writing = tokio::spawn(write_frames(
+            socket.writer,
+            admitted.initial,
+            outbox.clone(),
+            rooms.clone(),
+        ));
+        let reading = Reading {
+            rooms: &rooms,
+            room: &admitted.room,
+            sid: &admitted.sid,
+            epoch,
+            own: &own,
+            address: address.as_ref(),
+        };
+        let end = reading.read_frames(&mut socket.reader, &mut writing).await;
+        if !matches!(end, ReadEnd::WriterGone) {
+            // In a cluster the last requests may still be on their way to Redis: their
+            // answers go out before the close frame.
+            Box::pin(admitted.room.settle()).await;
         }
-        Err(NotAdmitted::Refused(closing)) => {
-            say_goodbye(
-                &mut writer,
-                closing,
-                config.write_timeout(),
-                rooms.metrics(),
-            )
-            .await;
-            return;
+        // The close frame to end with, once the reader is done; none if the writer gave up.
+        let farewell = match end {
+            ReadEnd::Gone => Some(websocket::close(NORMAL_CLOSURE, "")),
+            ReadEnd::Closing(closing) => {
+                // The first reason stands: a slow consumer cut by the room stays one, even
+                // if its reads then time out too. Its goodbye carries the close frame.
+                outbox.close_unless_closing(closing);
+                Some(websocket::close(NORMAL_CLOSURE, ""))
+            }
+            ReadEnd::Violation(violation) => Some(websocket::close(PROTOCOL_ERROR, violation)),
+            ReadEnd::WriterGone => None,
+        };
+        admitted.room.connection_closed(&admitted.sid, epoch);
+        if let Some(farewell) = farewell {
+            // Nothing more is queued, so the writer ends once the queue is out.
+            outbox.end(farewell);
+            let _ = writing.await;
         }
-    };
-    let epoch = admitted.epoch;
-    rooms.metrics().connections.inc();
-    let mut writing = tokio::spawn(write_frames(
-        writer,
-        admitted.initial,
-        outbox.clone(),
-        rooms.clone(),
-    ));
-    let reading = Reading {
-        rooms: &rooms,
-        room: &admitted.room,
-        sid: &admitted.sid,
-        epoch,
-        own: &own,
-        address: address.as_ref(),
-    };
-    let end = reading.read_frames(&mut reader, &mut writing).await;
-    if !matches!(end, ReadEnd::WriterGone) {
-        // In a cluster the last requests may still be on their way to Redis: their
-        // answers go out before the close frame.
-        admitted.room.settle().await;
+        rooms.metrics().connections.dec();
     }
-    // The close frame to end with, once the reader is done; none if the writer gave up.
-    let farewell = match end {
-        ReadEnd::Gone => Some(websocket::close(NORMAL_CLOSURE, "")),
-        ReadEnd::Closing(closing) => {
-            // The first reason stands: a slow consumer cut by the room stays one, even
-            // if its reads then time out too. Its goodbye carries the close frame.
-            outbox.close_unless_closing(closing);
-            Some(websocket::close(NORMAL_CLOSURE, ""))
-        }
-        ReadEnd::Violation(violation) => Some(websocket::close(PROTOCOL_ERROR, violation)),
-        ReadEnd::WriterGone => None,
-    };
-    admitted.room.connection_closed(&admitted.sid, epoch);
-    if let Some(farewell) = farewell {
-        // Nothing more is queued, so the writer ends once the queue is out.
-        outbox.end(farewell);
-        let _ = writing.await;
-    }
-    rooms.metrics().connections.dec();
 }
 
 /// How reading a connection ended.
@@ -156,7 +166,9 @@ impl Reading<'_> {
             let next = tokio::select! {
                 biased;
                 next = tokio::time::timeout(idle_timeout, reader.next()) => next,
-                _ = &mut *writing => return self.read_arrived(reader, &mut budget).await,
+                _ = &mut *writing => {
+                    return Box::pin(self.read_arrived(reader, &mut budget)).await
+                }
             };
             let message = match next {
                 Err(_) => {
@@ -171,7 +183,9 @@ impl Reading<'_> {
                 }
                 Ok(Ok(message)) => message,
             };
-            if !self.apply(message, &mut budget).await {
+            // Boxed: applying takes more room than waiting for the next frame, and an
+            // idle connection would keep that room.
+            if !Box::pin(self.apply(message, &mut budget)).await {
                 return ReadEnd::Gone;
             }
         }
@@ -349,7 +363,7 @@ async fn write_frames(
             }
             Outgoing::Close(closing) => {
                 tracing::debug!(reason = ?closing.reason, "saying goodbye");
-                say_goodbye(&mut writer, closing, timeout, rooms.metrics()).await;
+                Box::pin(say_goodbye(&mut writer, closing, timeout, rooms.metrics())).await;
                 return;
             }
             Outgoing::End => {

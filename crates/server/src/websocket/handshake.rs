@@ -96,8 +96,27 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
 pub(crate) struct Socket {
     pub reader: Reader,
     pub writer: Writer,
-    /// Held for as long as the connection is served.
-    pub slot: Slot,
+    /// Held, never read: the address's slot frees when the socket is dropped.
+    pub _slot: Slot,
+}
+
+impl Socket {
+    /// The socket hyper upgraded. Not inlined into the task: what it takes apart would
+    /// stay in the task's future for the connection's life.
+    fn of(upgraded: hyper::upgrade::Upgraded, max_message: usize) -> Option<Socket> {
+        // The listener serves every connection over this one type.
+        let Ok(parts) = upgraded.downcast::<TokioIo<Counted>>() else {
+            tracing::error!("an upgraded connection is not a TCP socket of this server");
+            return None;
+        };
+        let (tcp, slot) = parts.io.into_inner().into_parts();
+        let (read, write) = tcp.into_split();
+        Some(Socket {
+            reader: Reader::new(read, parts.read_buf, max_message),
+            writer: Writer::new(write),
+            _slot: slot,
+        })
+    }
 }
 
 impl Upgrade {
@@ -118,19 +137,9 @@ impl Upgrade {
                     return;
                 }
             };
-            // The listener serves every connection over this one type.
-            let Ok(parts) = upgraded.downcast::<TokioIo<Counted>>() else {
-                tracing::error!("an upgraded connection is not a TCP socket of this server");
-                return;
-            };
-            let (tcp, slot) = parts.io.into_inner().into_parts();
-            let (read, write) = tcp.into_split();
-            serve(Socket {
-                reader: Reader::new(read, parts.read_buf, max_message),
-                writer: Writer::new(write),
-                slot,
-            })
-            .await;
+            if let Some(socket) = Socket::of(upgraded, max_message) {
+                serve(socket).await;
+            }
         });
         Response::builder()
             .status(StatusCode::SWITCHING_PROTOCOLS)
