@@ -14,6 +14,9 @@ const PONG: u8 = 0xA;
 /// The longest header of an unmasked frame: two bytes and a 64-bit length.
 const MAX_HEADER: usize = 10;
 
+/// The most a thread keeps of the buffer `Frame::json` serializes into.
+const SCRATCH_KEPT: usize = 16 * 1024;
+
 /// A text frame, ready to write: shared (not copied) by every queue it goes to.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Frame {
@@ -24,18 +27,34 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// A frame carrying `message` as JSON, serialized straight after room for its header.
+    /// A frame carrying `message` as JSON.
+    ///
+    /// Serialized into a buffer each thread keeps, then copied into an allocation of
+    /// exactly its size: a buffer grown while serializing would have a third of it to
+    /// spare on average, kept for as long as the frame is (a room's replay log keeps
+    /// thousands), and would be reallocated on the way. A frame larger than the kept
+    /// buffer takes the buffer itself instead of a copy.
     pub fn json(message: &impl Serialize) -> Frame {
-        let mut buffer = Vec::with_capacity(128);
-        buffer.extend_from_slice(&[0; MAX_HEADER]);
-        serde_json::to_writer(&mut buffer, message).expect("server messages serialize");
-        let header = header(TEXT, buffer.len() - MAX_HEADER);
-        let start = MAX_HEADER - header.len();
-        buffer[start..MAX_HEADER].copy_from_slice(&header);
-        Frame {
-            wire: Bytes::from(buffer).slice(start..),
-            text_at: header.len() as u8,
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            scratch.extend_from_slice(&[0; MAX_HEADER]);
+            serde_json::to_writer(&mut *scratch, message).expect("server messages serialize");
+            let header = header(TEXT, scratch.len() - MAX_HEADER);
+            let start = MAX_HEADER - header.len();
+            scratch[start..MAX_HEADER].copy_from_slice(&header);
+            let wire = if scratch.len() > SCRATCH_KEPT {
+                Bytes::from(std::mem::take(scratch)).slice(start..)
+            } else {
+                Bytes::copy_from_slice(&scratch[start..])
+            };
+            Frame {
+                wire,
+                text_at: header.len() as u8,
+            }
+        })
     }
 
     /// A frame carrying `text`.
@@ -188,13 +207,26 @@ mod tests {
             let frame = Frame::text(&text);
             assert_eq!(frame.len(), header_len + len, "payload of {len}");
             assert_eq!(frame.as_str(), text);
-            assert_eq!(Frame::json(&text).as_str(), format!("\"{text}\""));
+            let json = Frame::json(&text);
+            assert_eq!(json.as_str(), format!("\"{text}\""));
+            assert_eq!(Frame::from_wire(json.wire().clone()), Some(json), "whole");
             assert_eq!(Frame::from_wire(frame.wire().clone()), Some(frame));
         }
         let frame = Frame::text(&"y".repeat(300));
         assert_eq!(&frame.wire()[..4], &[0x81, 126, 1, 44]);
         assert_eq!(Frame::from_wire(frame.wire().slice(..299)), None);
         assert_eq!(Frame::from_wire(pong(b"p")), None);
+    }
+
+    #[test]
+    fn json_frames_are_right_whichever_way_the_thread_s_buffer_went_before() {
+        // Small (copied), large (the buffer taken), small again (a new buffer).
+        for len in [10, SCRATCH_KEPT * 2, 10, 300] {
+            let text = "z".repeat(len);
+            let frame = Frame::json(&text);
+            assert_eq!(frame.as_str(), format!("\"{text}\""));
+            assert_eq!(Frame::from_wire(frame.wire().clone()), Some(frame));
+        }
     }
 
     #[test]
