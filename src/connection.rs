@@ -1,6 +1,7 @@
 //! The task that keeps a room connected: connects, resumes after drops (with backoff),
 //! sends queued requests and applies what the server says.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -342,7 +343,14 @@ fn read_message(text: &str) -> Result<Option<ServerMessage>, Ended> {
         })));
     }
     if let Some(kind) = ServerMessage::unknown_type(text) {
-        log::warn!("skipped a message of a type this engine does not know: {kind:?}");
+        // Once per type and process: a newer server's event may come often.
+        static WARNED: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
+        let first = WARNED
+            .lock()
+            .map_or(true, |mut warned| warned.insert(kind.clone()));
+        if first {
+            log::warn!("skipping messages of a type this engine does not know: {kind:?}");
+        }
         return Ok(None);
     }
     Err(Ended::Lost(format!(

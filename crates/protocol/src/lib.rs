@@ -574,18 +574,25 @@ mod tests {
     #[test]
     fn the_types_a_client_knows_are_those_of_server_messages() {
         // serde names every type it knows when it meets one it does not.
-        let error = serde_json::from_str::<ServerMessage>(r#"{"type":"?"}"#).unwrap_err();
-        let error = error.to_string();
-        let expected = error
-            .split("expected one of ")
-            .nth(1)
-            .unwrap_or_else(|| panic!("serde's message changed: {error}"));
-        let types: Vec<&str> = expected
-            .split(", ")
-            .map(|name| name.trim_matches(|c: char| c == '`' || !c.is_ascii_graphic()))
-            .map(|name| name.split('`').next().unwrap())
-            .collect();
-        assert!(types.contains(&"store_changed"), "read as {types:?}");
+        fn named_by_serde(error: serde_json::Error) -> Vec<String> {
+            let error = error.to_string();
+            let expected = error
+                .split("expected one of ")
+                .nth(1)
+                .unwrap_or_else(|| panic!("serde's message changed: {error}"));
+            expected
+                .split(", ")
+                .map(|name| name.split('`').nth(1).expect("a quoted name").to_string())
+                .collect()
+        }
+        let types =
+            named_by_serde(serde_json::from_str::<ServerMessage>(r#"{"type":"?"}"#).unwrap_err());
+        assert!(
+            types.contains(&"store_changed".to_string()),
+            "read as {types:?}"
+        );
+        let known = named_by_serde(serde_json::from_str::<KnownType>(r#""?""#).err().unwrap());
+        assert_eq!(known, types, "KnownType lists the types ServerMessage has");
         for kind in types {
             let frame = format!(r#"{{"type":"{kind}","broken":true}}"#);
             assert_eq!(ServerMessage::unknown_type(&frame), None, "{kind}");

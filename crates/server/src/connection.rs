@@ -39,7 +39,8 @@ const HEAVY_FRAME_BYTES: usize = 8 * 1024;
 /// keeps while it waits (docs/benchmarks.md, W4).
 #[expect(
     clippy::manual_async_fn,
-    reason = "an async fn keeps each argument twice for as long as it runs"
+    reason = "an async fn keeps each argument twice, as passed and as bound in its body, \
+              for as long as it runs: the socket's 144 bytes, for every connection's life"
 )]
 pub fn serve(
     mut socket: Socket,
@@ -47,38 +48,35 @@ pub fn serve(
     admission: Box<Admission>,
     address: Option<AddressBudget>,
 ) -> impl Future<Output = ()> + Send {
-    // A block, not an `async fn`: an async fn keeps each argument twice, as passed and
-    // as bound in its body, for as long as it runs (the socket's 144 bytes, twice, for
-    // every connection's life).
     async move {
+        // Out of its box, and the box freed now: a box moved out of stays allocated
+        // until it goes out of scope, which for this one is the connection's end.
+        let admission: Admission = *{ admission };
         let config = rooms.config();
         let outbox = Outbox::new(config.outbound_queue, config.outbound_queue_bytes);
         // The reader's own handle, for frames it answers itself: every frame queued to this
         // connection is counted against its budget, whoever queues it.
         let own = Connection::new(outbox.clone());
         // Boxed: the join's future is large, and this one lives as long as the connection.
-        let admitted = match Box::pin(rooms.admit(*admission, own.clone())).await {
-            Ok(admitted) => admitted,
+        let admitted = match Box::pin(rooms.admit(admission, own.clone())).await {
+            Ok(admitted) => Ok(admitted),
             Err(NotAdmitted::Unavailable(problem)) => {
                 tracing::warn!(%problem, "cannot admit a connection: the cluster is unavailable");
-                let closing = Closing {
+                Err(Closing {
                     reason: CloseReason::Unavailable,
                     message: "the room's shared state cannot be reached; try again".into(),
-                };
-                Box::pin(say_goodbye(
-                    &mut socket.writer,
-                    closing,
-                    config.write_timeout(),
-                    rooms.metrics(),
-                ))
-                .await;
-                return;
+                })
             }
-            Err(NotAdmitted::Refused(closing)) => {
+            Err(NotAdmitted::Refused(closing)) => Err(closing),
+        };
+        let admitted = match admitted {
+            Ok(admitted) => admitted,
+            Err(closing) => {
+                let timeout = config.write_timeout();
                 Box::pin(say_goodbye(
                     &mut socket.writer,
                     closing,
-                    config.write_timeout(),
+                    timeout,
                     rooms.metrics(),
                 ))
                 .await;

@@ -117,8 +117,8 @@ async fn rtc(
     };
     let frame_bytes = state.rooms.config().limits.frame_bytes;
     let rooms = state.rooms.clone();
-    // Boxed: the connection's task would otherwise hold the admission (claims and all)
-    // for the connection's whole life, twice (in this closure and in `serve`'s future).
+    // Boxed: the connection's task would otherwise keep room for the admission (the
+    // token's claims) for the connection's whole life, in this closure and in `serve`.
     let admission = Box::new(admission);
     upgrade.accept(frame_bytes, move |socket| {
         connection::serve(

@@ -115,14 +115,15 @@ impl Room {
                 tracing::error!(room = %self.name, "unreadable published entry");
                 continue;
             };
-            let state = self.lock_state();
-            // Checked before parsing: most of what a node hears are its own entries,
-            // applied already when Redis answered their append.
-            if state.ignores(&position) {
+            // Most of what a node hears are its own entries, applied when Redis answered
+            // their append: those are not parsed. The lock is taken again to apply:
+            // parsing under it would hold up the room's other connections for as long
+            // as an entry of up to `frame_bytes` takes to parse.
+            if self.lock_state().ignores(&position) {
                 continue;
             }
             match serde_json::from_str(text) {
-                Ok(entry) => self.offer_needed(state, position, entry),
+                Ok(entry) => self.offer(position, entry),
                 Err(error) => {
                     tracing::error!(room = %self.name, %error, "unreadable published entry")
                 }
@@ -133,19 +134,10 @@ impl Room {
     /// Applies an entry of the cluster's log if it is the next one; a gap means
     /// entries were missed, and the room catches up from the log first.
     pub(super) fn offer(self: &Arc<Self>, position: Position, entry: LogEntry) {
-        let state = self.lock_state();
-        if !state.ignores(&position) {
-            self.offer_needed(state, position, entry);
+        let mut state = self.lock_state();
+        if state.ignores(&position) {
+            return;
         }
-    }
-
-    /// [`Room::offer`], for an entry `state` does not ignore.
-    fn offer_needed(
-        self: &Arc<Self>,
-        mut state: parking_lot::MutexGuard<'_, RoomState>,
-        position: Position,
-        entry: LogEntry,
-    ) {
         if position.n <= state.applied.n {
             // Numbered at or below this copy, yet appended later.
             tracing::error!(room = %self.name, "Redis lost this room's log (restarted without persistence?); starting over from what it has");

@@ -32,8 +32,8 @@ impl Frame {
     /// Serialized into a buffer each thread keeps, then copied into an allocation of
     /// exactly its size: a buffer grown while serializing would have a third of it to
     /// spare on average, kept for as long as the frame is (a room's replay log keeps
-    /// thousands), and would be reallocated on the way. A frame larger than the kept
-    /// buffer takes the buffer itself instead of a copy.
+    /// thousands), and would be reallocated on the way. A buffer grown past
+    /// `SCRATCH_KEPT` by a large frame is let go of.
     pub fn json(message: &impl Serialize) -> Frame {
         thread_local! {
             static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -45,11 +45,10 @@ impl Frame {
             let header = header(TEXT, scratch.len() - MAX_HEADER);
             let start = MAX_HEADER - header.len();
             scratch[start..MAX_HEADER].copy_from_slice(&header);
-            let wire = if scratch.len() > SCRATCH_KEPT {
-                Bytes::from(std::mem::take(scratch)).slice(start..)
-            } else {
-                Bytes::copy_from_slice(&scratch[start..])
-            };
+            let wire = Bytes::copy_from_slice(&scratch[start..]);
+            if scratch.capacity() > SCRATCH_KEPT {
+                *scratch = Vec::new();
+            }
             Frame {
                 wire,
                 text_at: header.len() as u8,
@@ -220,7 +219,7 @@ mod tests {
 
     #[test]
     fn json_frames_are_right_whichever_way_the_thread_s_buffer_went_before() {
-        // Small (copied), large (the buffer taken), small again (a new buffer).
+        // Small, large (the buffer let go of after), small again (a new buffer).
         for len in [10, SCRATCH_KEPT * 2, 10, 300] {
             let text = "z".repeat(len);
             let frame = Frame::json(&text);

@@ -96,14 +96,17 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
 pub(crate) struct Socket {
     pub reader: Reader,
     pub writer: Writer,
-    /// Held, never read: the address's slot frees when the socket is dropped.
-    pub _slot: Slot,
+    #[expect(
+        dead_code,
+        reason = "held for its drop, which frees the address's slot"
+    )]
+    pub slot: Slot,
 }
 
 impl Socket {
     /// The socket hyper upgraded. Not inlined into the task: what it takes apart would
     /// stay in the task's future for the connection's life.
-    fn of(upgraded: hyper::upgrade::Upgraded, max_message: usize) -> Option<Socket> {
+    fn from_upgraded(upgraded: hyper::upgrade::Upgraded, max_message: usize) -> Option<Socket> {
         // The listener serves every connection over this one type.
         let Ok(parts) = upgraded.downcast::<TokioIo<Counted>>() else {
             tracing::error!("an upgraded connection is not a TCP socket of this server");
@@ -114,7 +117,7 @@ impl Socket {
         Some(Socket {
             reader: Reader::new(read, parts.read_buf, max_message),
             writer: Writer::new(write),
-            _slot: slot,
+            slot,
         })
     }
 }
@@ -137,7 +140,7 @@ impl Upgrade {
                     return;
                 }
             };
-            if let Some(socket) = Socket::of(upgraded, max_message) {
+            if let Some(socket) = Socket::from_upgraded(upgraded, max_message) {
                 serve(socket).await;
             }
         });
