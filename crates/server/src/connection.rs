@@ -222,6 +222,7 @@ impl Reading<'_> {
             Incoming::Binary(_) => {
                 reject(
                     own,
+                    rooms.metrics(),
                     None,
                     "binary frames are not part of the protocol; send JSON text",
                 );
@@ -265,6 +266,7 @@ impl Reading<'_> {
             }
             Err(error) => reject(
                 own,
+                rooms.metrics(),
                 readable_id(text.as_str()),
                 &format!("malformed frame: {error}"),
             ),
@@ -306,11 +308,12 @@ fn readable_id(text: &str) -> Option<RequestId> {
     serde_json::from_str::<WithId>(text).ok()?.id
 }
 
-fn reject(own: &Connection, id: Option<RequestId>, message: &str) {
+fn reject(own: &Connection, metrics: &Metrics, id: Option<RequestId>, message: &str) {
     let rejected = ServerMessage::Rejected {
         id,
         error: ErrorBody::new(ErrorCode::InvalidRequest, message),
     };
+    metrics.error(ErrorCode::InvalidRequest.as_str());
     // A client that floods bad frames and does not read loses the notices, not memory.
     let _ = own.send(&Frame::json(&rejected));
 }

@@ -463,6 +463,7 @@ impl Applying<'_> {
                 sid: sid.to_string(),
                 frame: frame(&rejected),
             });
+            self.count(Counter::Error(ErrorCode::InvalidRequest));
             return;
         }
         participant.last_request_id = id;

@@ -253,6 +253,13 @@ async fn malformed_frames_are_rejected_and_the_connection_goes_on() {
         json!(1),
         "only the good frame changed the store"
     );
+    assert_eq!(
+        server
+            .metric_total("roomstate_errors_total{code=\"invalid_request\"}")
+            .await,
+        6,
+        "each rejected frame is counted once, on the node that read it"
+    );
 }
 
 #[tokio::test]
