@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use roomstate_protocol::{
     ClientMessage, CloseReason, ConnectParams, ConnectRefusal, ConnectRefusalCode, ErrorBody,
-    ErrorCode, Outcome, Reply, ServerMessage, PROTOCOL_VERSION, RTC_PATH,
+    ErrorCode, Outcome, Reply, ServerMessage, Unreadable, PROTOCOL_VERSION, RTC_PATH,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
@@ -332,30 +332,31 @@ fn read_message(text: &str) -> Result<Option<ServerMessage>, Ended> {
         Ok(message) => return Ok(Some(message)),
         Err(error) => error,
     };
-    if let Some(id) = ServerMessage::unreadable_reply_id(text) {
-        return Ok(Some(ServerMessage::Reply(Reply {
+    match ServerMessage::unreadable(text) {
+        Unreadable::Reply(id) => Ok(Some(ServerMessage::Reply(Reply {
             id,
             outcome: Outcome::Error(ErrorBody::new(
                 ErrorCode::OutcomeUnknown,
                 format!("the server's answer cannot be read (is the server newer than this engine?): {error}"),
             )),
             stale: false,
-        })));
-    }
-    if let Some(kind) = ServerMessage::unknown_type(text) {
-        // Once per type and process: a newer server's event may come often.
-        static WARNED: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
-        let first = WARNED
-            .lock()
-            .map_or(true, |mut warned| warned.insert(kind.clone()));
-        if first {
-            log::warn!("skipping messages of a type this engine does not know: {kind:?}");
+        }))),
+        Unreadable::UnknownType(kind) => {
+            // Once per type and process: a newer server's event may come often.
+            static WARNED: std::sync::Mutex<BTreeSet<String>> =
+                std::sync::Mutex::new(BTreeSet::new());
+            let first = WARNED
+                .lock()
+                .map_or(true, |mut warned| warned.insert(kind.clone()));
+            if first {
+                log::warn!("skipping messages of a type this engine does not know: {kind:?}");
+            }
+            Ok(None)
         }
-        return Ok(None);
+        Unreadable::Broken => Err(Ended::Lost(format!(
+            "unreadable frame from the server: {error}"
+        ))),
     }
-    Err(Ended::Lost(format!(
-        "unreadable frame from the server: {error}"
-    )))
 }
 
 /// The next protocol message, skipping control frames (for the handshake).

@@ -171,32 +171,26 @@ pub enum ServerMessage {
 }
 
 impl ServerMessage {
-    /// The request a reply answers, read from a frame that does not parse as a whole: a
-    /// newer server's reply, with an error code or a body this side does not know yet.
-    /// `None` if the frame is not a reply.
-    pub fn unreadable_reply_id(text: &str) -> Option<RequestId> {
-        #[derive(Deserialize)]
-        struct AnyReply {
-            #[serde(rename = "type")]
-            kind: String,
-            id: RequestId,
-        }
-        let reply: AnyReply = serde_json::from_str(text).ok()?;
-        (reply.kind == "reply").then_some(reply.id)
-    }
-
-    /// The type of a message this side does not know (a newer server's), read from a
-    /// frame that does not parse. `None` if the frame is not a message, or is one of a
-    /// known type that does not parse (a broken frame, not a newer one).
-    pub fn unknown_type(text: &str) -> Option<String> {
+    /// Why `text`, which does not parse as a message, does not: read as far as its
+    /// `type` and `id` allow. A newer server's frames are the expected cause.
+    pub fn unreadable(text: &str) -> Unreadable {
         #[derive(Deserialize)]
         struct Tagged {
             #[serde(rename = "type")]
             kind: String,
+            // Any JSON: a newer message may have an `id` that is not a request's.
+            id: Option<serde_json::Value>,
         }
-        let Tagged { kind } = serde_json::from_str(text).ok()?;
+        let Ok(Tagged { kind, id }) = serde_json::from_str(text) else {
+            return Unreadable::Broken;
+        };
         let known = serde_json::from_value::<KnownType>(serde_json::Value::String(kind.clone()));
-        known.is_err().then_some(kind)
+        let id = id.and_then(|id| serde_json::from_value::<RequestId>(id).ok());
+        match (known, id) {
+            (Ok(KnownType::Reply), Some(id)) => Unreadable::Reply(id),
+            (Ok(_), _) => Unreadable::Broken,
+            (Err(_), _) => Unreadable::UnknownType(kind),
+        }
     }
 
     /// The sequence number of an event message; `None` for the others.
@@ -210,6 +204,19 @@ impl ServerMessage {
             _ => None,
         }
     }
+}
+
+/// What can be read of a frame that does not parse as a [`ServerMessage`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unreadable {
+    /// A reply, to this request, with an error code or a body this side does not know
+    /// yet.
+    Reply(RequestId),
+    /// A message of a type this side does not know.
+    UnknownType(String),
+    /// Not JSON, no `type`, or a known type that does not parse: a broken frame, not a
+    /// newer one.
+    Broken,
 }
 
 /// The `type` of every [`ServerMessage`] (a test holds the two together).
@@ -595,24 +602,37 @@ mod tests {
         assert_eq!(known, types, "KnownType lists the types ServerMessage has");
         for kind in types {
             let frame = format!(r#"{{"type":"{kind}","broken":true}}"#);
-            assert_eq!(ServerMessage::unknown_type(&frame), None, "{kind}");
+            assert_eq!(
+                ServerMessage::unreadable(&frame),
+                Unreadable::Broken,
+                "{kind}"
+            );
         }
         assert_eq!(
-            ServerMessage::unknown_type(r#"{"type":"poll_started","seq":3}"#).as_deref(),
-            Some("poll_started")
+            ServerMessage::unreadable(r#"{"type":"poll_started","seq":3}"#),
+            Unreadable::UnknownType("poll_started".into())
         );
-        assert_eq!(ServerMessage::unknown_type(r#"{"seq":3}"#), None);
-        assert_eq!(ServerMessage::unknown_type("not json"), None);
+        assert_eq!(
+            ServerMessage::unreadable(r#"{"seq":3}"#),
+            Unreadable::Broken
+        );
+        assert_eq!(ServerMessage::unreadable("not json"), Unreadable::Broken);
     }
 
     #[test]
     fn a_reply_that_does_not_parse_still_says_which_request_it_answers() {
         let newer = r#"{"type":"reply","id":7,"error":{"code":"from_the_future","message":"x"}}"#;
         assert!(serde_json::from_str::<ServerMessage>(newer).is_err());
-        assert_eq!(ServerMessage::unreadable_reply_id(newer), Some(7));
+        assert_eq!(ServerMessage::unreadable(newer), Unreadable::Reply(7));
         let event = r#"{"type":"something_new","seq":3}"#;
-        assert_eq!(ServerMessage::unreadable_reply_id(event), None);
-        assert_eq!(ServerMessage::unreadable_reply_id("not json"), None);
+        assert!(!matches!(
+            ServerMessage::unreadable(event),
+            Unreadable::Reply(_)
+        ));
+        assert!(!matches!(
+            ServerMessage::unreadable("not json"),
+            Unreadable::Reply(_)
+        ));
     }
 
     #[test]

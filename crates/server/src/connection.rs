@@ -59,19 +59,12 @@ pub fn serve(
         let own = Connection::new(outbox.clone());
         // Boxed: the join's future is large, and this one lives as long as the connection.
         let admitted = match Box::pin(rooms.admit(admission, own.clone())).await {
-            Ok(admitted) => Ok(admitted),
-            Err(NotAdmitted::Unavailable(problem)) => {
-                tracing::warn!(%problem, "cannot admit a connection: the cluster is unavailable");
-                Err(Closing {
-                    reason: CloseReason::Unavailable,
-                    message: "the room's shared state cannot be reached; try again".into(),
-                })
-            }
-            Err(NotAdmitted::Refused(closing)) => Err(closing),
-        };
-        let admitted = match admitted {
             Ok(admitted) => admitted,
-            Err(closing) => {
+            Err(not_admitted) => {
+                if let NotAdmitted::Unavailable(problem) = &not_admitted {
+                    tracing::warn!(%problem, "cannot admit a connection: the cluster is unavailable");
+                }
+                let closing = not_admitted.into_closing();
                 let timeout = config.write_timeout();
                 Box::pin(say_goodbye(
                     &mut socket.writer,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use roomstate_protocol::Claims;
+use roomstate_protocol::{Claims, CloseReason};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{AdmittedHere, Closing, Connection, Frame, Node, Pending, Room};
@@ -46,6 +46,19 @@ pub enum NotAdmitted {
     Unavailable(String),
     /// The room refused it.
     Refused(Closing),
+}
+
+impl NotAdmitted {
+    /// The goodbye the connection is to say.
+    pub fn into_closing(self) -> Closing {
+        match self {
+            NotAdmitted::Unavailable(_) => Closing {
+                reason: CloseReason::Unavailable,
+                message: "the room's shared state cannot be reached; try again".into(),
+            },
+            NotAdmitted::Refused(closing) => closing,
+        }
+    }
 }
 
 impl From<Unavailable> for NotAdmitted {

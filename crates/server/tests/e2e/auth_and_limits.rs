@@ -10,7 +10,7 @@ use roomstate_server::auth::unix_now;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::harness::{Client, TestServer, Token};
+use crate::harness::{rtc_url, Client, TestServer, Token};
 
 async fn refusal(url: &str, token: &Token) -> (ConnectRefusalCode, String) {
     match Client::try_join(url, token).await {
@@ -178,11 +178,9 @@ pub async fn raw_join_at(url: &str, identity: &str) -> RawSocket {
 
 /// Joins `room` at the node of `url` (a `ws://` URL).
 pub async fn raw_join_room_at(url: &str, room: &str, identity: &str) -> RawSocket {
-    let url = format!(
-        "{url}/rtc?protocol=1&access_token={}",
-        Token::new(room, identity).sign()
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let (mut socket, _) = tokio_tungstenite::connect_async(rtc_url(url, room, identity))
+        .await
+        .unwrap();
     assert!(matches!(next(&mut socket).await, ServerMessage::Joined(_)));
     socket
 }

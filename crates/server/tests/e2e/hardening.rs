@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::auth_and_limits::{next, raw_join, raw_join_at};
-use crate::harness::{spawn_node, Client, Heard, TestServer, Token, KEY, SECRET};
+use crate::harness::{rtc_url, spawn_node, Client, Heard, TestServer, Token, KEY, SECRET};
 use crate::server_api::{admin_token, post_json_to};
 
 /// Sends a request and returns its reply's outcome.
@@ -325,11 +325,7 @@ async fn a_participant_that_stops_reading_is_cut_within_the_write_timeout() {
         socket.set_recv_buffer_size(4096).unwrap();
         socket.connect(server.addr).await.unwrap()
     };
-    let url = format!(
-        "{}/rtc?protocol=1&access_token={}",
-        server.node_url(0),
-        Token::new("r", "sloth").sign()
-    );
+    let url = rtc_url(&server.node_url(0), "r", "sloth");
     let (mut sloth, _) = tokio_tungstenite::client_async(url, socket).await.unwrap();
     observer.heard.wait_for(Heard::Joined("sloth".into())).await;
     // Requests whose replies the sloth never reads, each reply a kilobyte.

@@ -635,3 +635,12 @@ async fn metric_or_none(node_http_url: &str, name: &str) -> Option<u64> {
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .map(|value| value.trim().parse().unwrap())
 }
+
+/// The WebSocket URL that joins `identity` to `room` at `base` (a node's `ws://` or
+/// `http://` URL), the token in the query.
+pub fn rtc_url(base: &str, room: &str, identity: &str) -> String {
+    format!(
+        "{base}/rtc?protocol=1&access_token={}",
+        Token::new(room, identity).sign()
+    )
+}

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::auth_and_limits::RawSocket;
-use crate::harness::{Client, TestServer, Token};
+use crate::harness::{rtc_url, Client, TestServer, Token};
 
 /// One frame as the client received it.
 #[derive(Clone, Debug)]
@@ -52,11 +52,9 @@ async fn read(socket: &mut RawSocket) -> (String, ServerMessage) {
 
 impl Raw {
     async fn join(url: &str, room: &str, identity: &str) -> Raw {
-        let address = format!(
-            "{url}/rtc?protocol=1&access_token={}",
-            Token::new(room, identity).sign()
-        );
-        let (mut socket, _) = tokio_tungstenite::connect_async(address).await.unwrap();
+        let (mut socket, _) = tokio_tungstenite::connect_async(rtc_url(url, room, identity))
+            .await
+            .unwrap();
         let ServerMessage::Joined(joined) = read(&mut socket).await.1 else {
             panic!("expected joined");
         };

@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::auth_and_limits::raw_join;
-use crate::harness::{Client, Heard, TestServer, Token, PATIENCE};
+use crate::harness::{rtc_url, Client, Heard, TestServer, Token, PATIENCE};
 
 #[tokio::test]
 async fn fragments_pings_and_the_closing_handshake_follow_rfc_6455() {
@@ -198,11 +198,7 @@ async fn a_leave_sent_just_before_the_connection_is_reset_is_applied() {
 #[tokio::test]
 async fn requests_that_are_not_websocket_handshakes_are_refused_plainly() {
     let server = TestServer::start();
-    let url = format!(
-        "{}/rtc?protocol=1&access_token={}",
-        server.http_url(),
-        Token::new("r", "alice").sign()
-    );
+    let url = rtc_url(&server.http_url(), "r", "alice");
     let client = reqwest::Client::new();
     let status = |request: reqwest::RequestBuilder| async move {
         let response = request.send().await.unwrap();
@@ -232,11 +228,7 @@ async fn requests_that_are_not_websocket_handshakes_are_refused_plainly() {
 async fn every_message_the_server_sends_is_counted_once_close_frames_included() {
     let server = TestServer::start();
     let connect = |identity: &str| {
-        let url = format!(
-            "{}/rtc?protocol=1&access_token={}",
-            server.node_url(0),
-            Token::new("counted", identity).sign()
-        );
+        let url = rtc_url(&server.node_url(0), "counted", identity);
         async move { tokio_tungstenite::connect_async(url).await.unwrap().0 }
     };
     // Every frame until the server hangs up.
