@@ -143,7 +143,13 @@ pub(crate) async fn run(shared: Arc<Shared>, joined: oneshot::Sender<Result<(), 
         }
     };
     shared.update(|state, heard| {
-        for pending in state.outbox.drain_all() {
+        // A request sent and still unanswered was lost with a link (a server's goodbye
+        // fails its own at once, above): it may have been applied, and `NotConnected`
+        // (nothing was done) would be a lie the app could act on.
+        for pending in state.outbox.drain_in_flight() {
+            pending.fail(RoomError::ConnectionLost);
+        }
+        for pending in state.outbox.drain_unsent() {
             pending.fail(RoomError::NotConnected {
                 message: format!("the room disconnected ({reason:?})"),
             });
@@ -217,13 +223,15 @@ async fn session(
     loop {
         let frames = shared.state.lock().outbox.take_sendable();
         if !frames.is_empty() {
-            for frame in frames {
-                if let Err(error) = sink.feed(Message::text(frame)).await {
-                    return Ended::Lost(format!("send failed: {error}"));
+            let sent = async {
+                for frame in frames {
+                    sink.feed(Message::text(frame)).await?;
                 }
-            }
-            if let Err(error) = sink.flush().await {
-                return Ended::Lost(format!("send failed: {error}"));
+                sink.flush().await
+            };
+            if let Err(error) = sent.await {
+                let problem = format!("send failed: {error}");
+                return Box::pin(read_what_arrived(shared, &mut stream, problem)).await;
             }
         }
         tokio::select! {
@@ -236,7 +244,9 @@ async fn session(
                 silence.as_mut().reset(Instant::now() + shared.options.ping_timeout);
                 match frame {
                     Ok(None) => {}
-                    Ok(Some(ServerMessage::Goodbye { reason, message })) => return goodbye(reason, message),
+                    Ok(Some(ServerMessage::Goodbye { reason, message })) => {
+                        return goodbye_mid_session(shared, reason, message)
+                    }
                     Ok(Some(message)) => {
                         shared.update(|state, heard| state.on_message(message, heard));
                     }
@@ -253,7 +263,8 @@ async fn session(
             }
             _ = ping.tick() => {
                 if let Err(error) = sink.send(Message::Ping(Default::default())).await {
-                    return Ended::Lost(format!("ping failed: {error}"));
+                    let problem = format!("ping failed: {error}");
+                    return Box::pin(read_what_arrived(shared, &mut stream, problem)).await;
                 }
             }
         }
@@ -288,6 +299,56 @@ async fn leave(
     }
     // Answers the server's close frame (RFC 6455's closing handshake).
     let _ = sink.close().await;
+}
+
+/// At most how long the frames that arrived before a failed send are read.
+const READ_AFTER_SEND_FAILURE: Duration = Duration::from_millis(500);
+
+/// After a send failed: what the server sent before still counts. A server that ended
+/// the connection (its goodbye, then a close frame) and closed its socket while requests
+/// were on their way makes the next send fail with that goodbye unread; taking the
+/// failure for a lost link would resume (or join anew) a participant the server removed.
+/// So the frames that arrived are read, replies and events applied, and a goodbye
+/// honoured; the link counts as lost only without one.
+async fn read_what_arrived(
+    shared: &Arc<Shared>,
+    stream: &mut futures_util::stream::SplitStream<Socket>,
+    problem: String,
+) -> Ended {
+    let reading = async {
+        loop {
+            match next_frame(stream).await {
+                Ok(None) => {}
+                Ok(Some(ServerMessage::Goodbye { reason, message })) => {
+                    return Some(goodbye_mid_session(shared, reason, message))
+                }
+                Ok(Some(message)) => shared.update(|state, heard| state.on_message(message, heard)),
+                Err(_) => return None,
+            }
+        }
+    };
+    match tokio::time::timeout(READ_AFTER_SEND_FAILURE, reading).await {
+        Ok(Some(ended)) => ended,
+        Ok(None) | Err(_) => Ended::Lost(problem),
+    }
+}
+
+/// A goodbye on an open connection. The server answers every request it applied before
+/// its goodbye, so when it ends the room, one still unanswered was not applied; after a
+/// goodbye that asks to reconnect, the resume sorts them out instead.
+fn goodbye_mid_session(shared: &Arc<Shared>, reason: CloseReason, message: String) -> Ended {
+    if !reason.retry() {
+        shared.update(|state, _| {
+            for pending in state.outbox.drain_in_flight() {
+                pending.fail(RoomError::NotConnected {
+                    message: format!(
+                        "the server ended the connection ({reason:?}) before applying it"
+                    ),
+                });
+            }
+        });
+    }
+    goodbye(reason, message)
 }
 
 fn goodbye(reason: CloseReason, message: String) -> Ended {

@@ -109,10 +109,9 @@ impl Outbox {
         std::mem::take(&mut self.in_flight).into_values().collect()
     }
 
-    pub fn drain_all(&mut self) -> Vec<Pending> {
-        let mut all = self.drain_in_flight();
-        all.extend(self.unsent.drain(..));
-        all
+    /// Requests never sent. Returns them.
+    pub fn drain_unsent(&mut self) -> Vec<Pending> {
+        self.unsent.drain(..).collect()
     }
 
     /// Gives up on a request whose caller stopped waiting.

@@ -137,7 +137,8 @@ impl Room {
 
     /// Leaves the room, and returns once the server has applied the leave (the others are
     /// told) or `LEAVE_TIMEOUT` (2 s) passed on a dead link. Calls answered meanwhile get
-    /// their answers; those still pending fail with `NotConnected`; listener calls already
+    /// their answers; those not yet sent fail with `NotConnected`, and those sent but not
+    /// answered (only on a dead link) with `ConnectionLost`; listener calls already
     /// queued still run. Idempotent: concurrent calls all wait for the same leave.
     pub async fn disconnect(&self) {
         self.shared.closing.send_replace(true);

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use futures_util::future::{select, Either};
 use parking_lot::Mutex;
 use roomstate_protocol::ClientMessage;
 use tokio::sync::{oneshot, watch};
@@ -171,22 +172,39 @@ impl Shared {
             shared: self,
             ticket: Some(ticket),
         };
-        let timeout = self.options.request_timeout;
-        // The timer needs a tokio runtime, and the caller may be on any executor.
-        let waited = self
+        // The timer needs a tokio runtime, and the caller may be on any executor. The
+        // answer is awaited here, not on the room's runtime: that runtime stops when the
+        // room ends, and an answer that had come must not be lost with it.
+        let timer = self
             .runtime
-            .spawn(async move { tokio::time::timeout(timeout, answer).await })
-            .await;
+            .spawn(tokio::time::sleep(self.options.request_timeout));
+        let waited = select(answer, timer).await;
         withdraw_if_cancelled.ticket = None;
         match waited {
-            Ok(Ok(Ok(result))) => result,
-            Ok(Err(_elapsed)) => match self.state.lock().outbox.withdraw(ticket) {
-                Withdrawn::NotSent => Err(RoomError::Timeout { sent: false }),
-                Withdrawn::Sent | Withdrawn::Answered => Err(RoomError::Timeout { sent: true }),
-            },
-            Ok(Ok(Err(_))) | Err(_) => Err(RoomError::NotConnected {
-                message: "the room was closed".into(),
-            }),
+            Either::Left((answered, timer)) => {
+                timer.abort();
+                answered.unwrap_or_else(|_| {
+                    Err(RoomError::NotConnected {
+                        message: "the room was closed".into(),
+                    })
+                })
+            }
+            Either::Right((timer, mut answer)) => {
+                // Timed out, or the room's runtime stopped (the room ended) meanwhile;
+                // either way the answer may have come just now.
+                let withdrawn = self.state.lock().outbox.withdraw(ticket);
+                if let Ok(answered) = answer.try_recv() {
+                    return answered;
+                }
+                match (timer, withdrawn) {
+                    (Ok(()), Withdrawn::NotSent) => Err(RoomError::Timeout { sent: false }),
+                    (Ok(()), _) => Err(RoomError::Timeout { sent: true }),
+                    (Err(_), Withdrawn::Sent) => Err(RoomError::ConnectionLost),
+                    (Err(_), _) => Err(RoomError::NotConnected {
+                        message: "the room was closed".into(),
+                    }),
+                }
+            }
         }
     }
 }

@@ -22,6 +22,10 @@ const WRITE_BATCH: usize = 64;
 /// Bytes written per system call at most (a frame larger than this goes alone).
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
+/// How long an ended connection's socket is kept open for the client to close it first
+/// (reading and dropping what it still sends), so that our last frames reach it.
+const LINGER: Duration = Duration::from_secs(2);
+
 /// Close codes of RFC 6455 (section 7.4.1) the server sends without a goodbye.
 const NORMAL_CLOSURE: u16 = 1000;
 const PROTOCOL_ERROR: u16 = 1002;
@@ -66,12 +70,10 @@ pub fn serve(
                 }
                 let closing = not_admitted.into_closing();
                 let timeout = config.write_timeout();
-                Box::pin(say_goodbye(
-                    &mut socket.writer,
-                    closing,
-                    timeout,
-                    rooms.metrics(),
-                ))
+                Box::pin(async {
+                    say_goodbye(&mut socket.writer, closing, timeout, rooms.metrics()).await;
+                    socket.reader.discard_until_closed(LINGER).await;
+                })
                 .await;
                 return;
             }
@@ -117,6 +119,7 @@ pub fn serve(
             let _ = writing.await;
         }
         rooms.metrics().connections.dec();
+        Box::pin(socket.reader.discard_until_closed(LINGER)).await;
     }
 }
 

@@ -200,6 +200,21 @@ impl Reader {
         }
     }
 
+    /// Reads and drops what the client still sends, until it closes its side or `within`
+    /// passed: for a connection the server has ended. Closing a socket with bytes unread
+    /// resets it (RST), and a reset can overtake our last frames on their way and
+    /// destroy them (RFC 6455 has the client close the TCP connection first for this
+    /// reason): a client removed while it was still sending would lose its `goodbye`,
+    /// take that for a lost link and reconnect.
+    pub async fn discard_until_closed(&mut self, within: std::time::Duration) {
+        self.buffer = BytesMut::new();
+        let mut chunk = [0; READ_CHUNK];
+        let _ = tokio::time::timeout(within, async {
+            while let Ok(1..) = self.socket.read(&mut chunk).await {}
+        })
+        .await;
+    }
+
     /// The next message among the bytes that have already arrived, without waiting for
     /// more: for a connection that can no longer be written to, whose client may still
     /// have said something (a `leave`) before it went. `Ended` once no whole message is

@@ -1,6 +1,7 @@
 //! A phone's life: what the engine holds after a room ends, cancelled calls, tokens that
 //! expire mid-session, links cut for longer than the grace period, and `reconnect_now`.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use roomstate_server::auth::unix_now;
 use serde_json::json;
 
 use crate::harness::{fast_options, Client, Heard, Proxy, Recorder, TestServer, Token, PATIENCE};
+use crate::server_api::{admin_token, post_json};
 
 /// The pattern 100ms's docs show: a listener that keeps the store it was given, and a
 /// key listener that keeps it too. Both close a loop through the engine.
@@ -175,19 +177,30 @@ async fn disconnect_says_leave_even_when_called_twice_at_once() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancelled_write_that_was_not_sent_is_never_applied() {
+/// Cuts `client`'s link through `proxy`, refusing new ones, until it knows.
+async fn cut_off(proxy: &Proxy, client: &Client) {
+    proxy.refuse(true);
+    proxy.cut();
+    client
+        .heard
+        .wait_for(Heard::Connection(ConnectionState::Reconnecting))
+        .await;
+}
+
+/// A server, a proxy in front of it, alice through the proxy and bob straight in.
+async fn alice_behind_a_proxy() -> (TestServer, Proxy, Client, Client) {
     let server = TestServer::start();
     let proxy = Proxy::start(server.addr).await;
     let alice = Client::join(&proxy.url(), &Token::new("r", "alice")).await;
     let bob = Client::join(&server.url(), &Token::new("r", "bob")).await;
+    (server, proxy, alice, bob)
+}
 
-    proxy.refuse(true);
-    proxy.cut();
-    alice
-        .heard
-        .wait_for(Heard::Connection(ConnectionState::Reconnecting))
-        .await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_write_that_was_not_sent_is_never_applied() {
+    let (_server, proxy, alice, bob) = alice_behind_a_proxy().await;
+
+    cut_off(&proxy, &alice).await;
     // The app gives up on one write (its coroutine or Task is cancelled) and keeps the
     // other; neither could be sent while the link is down.
     let store = alice.store();
@@ -214,6 +227,126 @@ async fn a_cancelled_write_that_was_not_sent_is_never_applied() {
         Some(json!("sent"))
     );
     assert_eq!(bob.store().get("cancelled").await.unwrap(), None);
+}
+
+/// A write the server applied but whose answer the link lost, when the app leaves before
+/// the engine could ask again: the call must not say `NotConnected` (nothing was sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_sent_and_unanswered_when_the_app_leaves_fails_as_connection_lost() {
+    let (_server, proxy, alice, bob) = alice_behind_a_proxy().await;
+    let watcher = bob.observe(&["sent"]);
+    watcher.wait_for(Heard::Key("sent".into(), None)).await;
+
+    // The write reaches the server; its answer does not come back.
+    proxy.stall(true);
+    let write = tokio::spawn({
+        let store = alice.store();
+        async move { store.set("sent", json!("applied")).await }
+    });
+    watcher
+        .wait_for(Heard::Key("sent".into(), Some(json!("applied"))))
+        .await;
+    cut_off(&proxy, &alice).await;
+    alice.room.disconnect().await;
+
+    match write.await.unwrap() {
+        Err(RoomError::ConnectionLost) => {}
+        other => panic!("expected ConnectionLost for a write the server applied, got {other:?}"),
+    }
+}
+
+/// Writes pipelined while the server API removes their author: each one is answered
+/// with the truth. The server answers every write it applied before its goodbye, so one
+/// refused as `NotConnected` was not applied, and the link stayed up, so none is left
+/// unknown (`ConnectionLost`). Alice's connection is read at 100 requests a second past a
+/// first 100, so the removal (a few milliseconds after the first answer) comes while
+/// most of the 400 writes are on their way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_in_flight_when_their_author_is_removed_are_answered_with_the_truth() {
+    let server = TestServer::with_config("client_requests_per_second = 100\n[limits]\nkeys = 1000");
+    let alice = Client::join(&server.url(), &Token::new("r", "alice")).await;
+    let refused = removed_while_writing(&server, &alice, 400).await;
+    assert!(
+        refused > 0,
+        "the removal came before the last of 400 writes"
+    );
+}
+
+/// The same through a proxy that closes both ways as soon as the server's side closes,
+/// as a load balancer may, with the server reading as fast as alice writes: alice's
+/// writes still coming make that close a reset, her next write fails, and the goodbye is
+/// still unread in her socket. Every answer must still be the truth, and the room end as
+/// removed, not be joined anew as after a lost link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_goodbye_behind_a_failed_write_still_ends_the_room() {
+    let server = TestServer::with_config("[limits]\nkeys = 5000");
+    let proxy = Proxy::start(server.addr).await;
+    let alice = Client::join(&proxy.url(), &Token::new("r", "alice")).await;
+    removed_while_writing(&server, &alice, 2000).await;
+}
+
+/// With bob in the room, alice pipelines `count` writes (keys `w0`, `w1`, ...) and is removed by the server API
+/// once the first is answered. Checks each answer against the store; returns how many
+/// were refused.
+async fn removed_while_writing(server: &TestServer, alice: &Client, count: usize) -> usize {
+    // Bob keeps the session (and its store) alive once alice is gone.
+    let _bob = Client::join(&server.url(), &Token::new("r", "bob")).await;
+    let writes: Vec<_> = (0..count)
+        .map(|i| {
+            let store = alice.store();
+            tokio::spawn(async move { store.set(&format!("w{i}"), json!(i)).await })
+        })
+        .collect();
+    let mut writes = writes.into_iter();
+    let first = writes.next().unwrap().await.unwrap();
+    assert!(
+        first.is_ok(),
+        "the first write, before the removal: {first:?}"
+    );
+    let rooms = livekit_api::services::room::RoomClient::with_api_key(
+        &server.http_url(),
+        crate::harness::KEY,
+        crate::harness::SECRET,
+    );
+    rooms.remove_participant("r", "alice").await.unwrap();
+
+    let mut fates = Vec::new();
+    for write in writes {
+        fates.push(write.await.unwrap());
+    }
+    let (_, listed) = post_json(
+        server,
+        "roomstate.SessionStore/List",
+        &admin_token("r"),
+        json!({"room": "r"}),
+    )
+    .await;
+    let stored: HashMap<&str, &serde_json::Value> = listed["entries"]
+        .as_array()
+        .expect("the store's entries")
+        .iter()
+        .map(|entry| (entry["key"].as_str().unwrap(), &entry["value"]))
+        .collect();
+    let mut refused = 0;
+    for (i, fate) in (1..).zip(fates) {
+        let stored = stored.get(format!("w{i}").as_str()).copied().cloned();
+        match fate {
+            Ok(_) => assert_eq!(stored, Some(json!(i)), "w{i} acknowledged, so applied"),
+            Err(RoomError::NotConnected { .. }) => {
+                refused += 1;
+                assert_eq!(stored, None, "w{i} refused, so not applied")
+            }
+            Err(other) => panic!("w{i}: unexpected {other:?}"),
+        }
+    }
+    // Removed, not taken for a lost link and joined anew.
+    assert_eq!(
+        alice.room.connection_state(),
+        ConnectionState::Disconnected {
+            reason: DisconnectReason::Removed
+        }
+    );
+    refused
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

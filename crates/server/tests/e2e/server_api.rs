@@ -207,7 +207,7 @@ async fn livekit_room_service_works_against_roomstate() {
 }
 
 /// Calls the server API with JSON, as LiveKit's JS SDK and curl do.
-async fn post_json(
+pub(crate) async fn post_json(
     server: &TestServer,
     path: &str,
     token: &str,

@@ -195,6 +195,38 @@ async fn a_leave_sent_just_before_the_connection_is_reset_is_applied() {
     bob.heard.wait_for(Heard::Left("alice".into())).await;
 }
 
+/// A client the server ends (here removed by the server API) may still be sending. The
+/// server reads and drops what it sends until it closes its side: closing the socket
+/// with frames unread would reset the connection, and a reset can destroy the goodbye
+/// on its way (the engine would take that for a lost link, and join again).
+#[tokio::test]
+async fn an_ended_client_still_sending_is_not_reset() {
+    let server = TestServer::start();
+    let mut socket = handshake_by_hand(&server, "alice").await;
+    let rooms = livekit_api::services::room::RoomClient::with_api_key(
+        &server.http_url(),
+        crate::harness::KEY,
+        crate::harness::SECRET,
+    );
+    rooms.remove_participant("r", "alice").await.unwrap();
+    // The goodbye and the close frame, then the server's side closes (FIN).
+    let sent = read_to_end(&mut socket).await;
+    assert!(
+        String::from_utf8_lossy(&sent).contains(r#""reason":"removed""#),
+        "{sent:?}"
+    );
+    assert!(last_close_frame(&sent).is_some(), "a close frame last");
+    // Frames sent after that are read and dropped: a reset would fail these writes.
+    for id in 1..=30 {
+        let get = json!({"type": "get", "id": id, "keys": ["k"]}).to_string();
+        socket
+            .write_all(&masked_text(&get))
+            .await
+            .unwrap_or_else(|error| panic!("write {id} after the goodbye: {error}"));
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn requests_that_are_not_websocket_handshakes_are_refused_plainly() {
     let server = TestServer::start();
