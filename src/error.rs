@@ -6,7 +6,8 @@ use crate::types::StoreEntry;
 /// only `Timeout { sent: true }`, `ConnectionLost` and `OutcomeUnknown` leave that open.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RoomError {
-    /// The room is disconnected for good (or was never connected); nothing was sent.
+    /// The room is disconnected for good (or was never connected), and the request was
+    /// not applied: it was never sent, or the server ended the room before applying it.
     #[error("not connected: {message}")]
     NotConnected { message: String },
     /// No answer in time. With `sent: false` the request never left and never will;

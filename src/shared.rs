@@ -175,20 +175,20 @@ impl Shared {
         // The timer needs a tokio runtime, and the caller may be on any executor. The
         // answer is awaited here, not on the room's runtime: that runtime stops when the
         // room ends, and an answer that had come must not be lost with it.
-        let timer = self
-            .runtime
-            .spawn(tokio::time::sleep(self.options.request_timeout));
-        let waited = select(answer, timer).await;
+        // Made on the runtime: a tokio timer cannot even be created outside one.
+        let timeout = self.options.request_timeout;
+        let mut timer = AbortOnDrop(
+            self.runtime
+                .spawn(async move { tokio::time::sleep(timeout).await }),
+        );
+        let waited = select(answer, &mut timer.0).await;
         withdraw_if_cancelled.ticket = None;
         match waited {
-            Either::Left((answered, timer)) => {
-                timer.abort();
-                answered.unwrap_or_else(|_| {
-                    Err(RoomError::NotConnected {
-                        message: "the room was closed".into(),
-                    })
+            Either::Left((answered, _)) => answered.unwrap_or_else(|_| {
+                Err(RoomError::NotConnected {
+                    message: "the room was closed".into(),
                 })
-            }
+            }),
             Either::Right((timer, mut answer)) => {
                 // Timed out, or the room's runtime stopped (the room ended) meanwhile;
                 // either way the answer may have come just now.
@@ -206,6 +206,16 @@ impl Shared {
                 }
             }
         }
+    }
+}
+
+/// A task that ends with its handle: a request's timer, once the request is answered or
+/// its caller stopped waiting.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

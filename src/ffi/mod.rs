@@ -106,6 +106,7 @@ pub enum Limit {
 /// Everything a call can fail with; Kotlin sees `RoomException`, Swift `RoomError`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error, uniffi::Error)]
 pub enum RoomError {
+    /// The room has ended (or never joined); the request was not applied.
     #[error("not connected: {detail}")]
     NotConnected { detail: String },
     /// `sent`: whether the request reached the connection (it may have been applied).

@@ -23,7 +23,9 @@ const WRITE_BATCH: usize = 64;
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
 /// How long an ended connection's socket is kept open for the client to close it first
-/// (reading and dropping what it still sends), so that our last frames reach it.
+/// (reading and dropping what it still sends), so that our last frames reach it. The
+/// address's connection slot is held meanwhile: else clients refused by the hundred
+/// (bad tokens) would hold sockets past the per-address limit.
 const LINGER: Duration = Duration::from_secs(2);
 
 /// Close codes of RFC 6455 (section 7.4.1) the server sends without a goodbye.

@@ -208,6 +208,7 @@ impl Reader {
     /// take that for a lost link and reconnect.
     pub async fn discard_until_closed(&mut self, within: std::time::Duration) {
         self.buffer = BytesMut::new();
+        self.decoder.fragments = None;
         let mut chunk = [0; READ_CHUNK];
         let _ = tokio::time::timeout(within, async {
             while let Ok(1..) = self.socket.read(&mut chunk).await {}

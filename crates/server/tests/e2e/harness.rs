@@ -644,3 +644,23 @@ pub fn rtc_url(base: &str, room: &str, identity: &str) -> String {
         Token::new(room, identity).sign()
     )
 }
+
+/// Runs `future` to its end on the calling thread, outside any tokio runtime: as Kotlin's
+/// coroutines and Swift's tasks poll the engine's futures, on threads of their own.
+pub fn block_on_without_a_runtime<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Arc::new(Unpark(std::thread::current())).into();
+    let mut context = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
+    }
+}

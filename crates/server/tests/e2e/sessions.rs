@@ -9,7 +9,9 @@ use rand::{Rng, SeedableRng};
 use roomstate::{ConnectOptions, ConnectionState, Room, RoomError};
 use serde_json::{json, Value};
 
-use crate::harness::{fast_options, Client, Heard, Proxy, Recorder, TestServer, Token};
+use crate::harness::{
+    block_on_without_a_runtime, fast_options, Client, Heard, Proxy, Recorder, TestServer, Token,
+};
 
 #[tokio::test]
 async fn the_store_lives_for_one_session() {
@@ -538,6 +540,8 @@ async fn disconnect_completes_while_a_listener_waits_on_a_call() {
         .unwrap();
     let witness = alice.observe(&["k"]);
     witness.wait_for(Heard::Key("k".into(), None)).await;
+    let echo = bob.observe(&["echo"]);
+    echo.wait_for(Heard::Key("echo".into(), None)).await;
     bob.store().set("k", json!(1)).await.unwrap();
     tokio::task::spawn_blocking(move || {
         listener_entered
@@ -546,6 +550,9 @@ async fn disconnect_completes_while_a_listener_waits_on_a_call() {
     })
     .await
     .unwrap();
+    // Left once the listener's write has reached the server (its answer is stalled).
+    echo.wait_for(Heard::Key("echo".into(), Some(json!(1))))
+        .await;
     tokio::time::timeout(crate::harness::PATIENCE, alice.room.disconnect())
         .await
         .expect("disconnect returns while a listener waits on a call");
@@ -557,13 +564,41 @@ async fn disconnect_completes_while_a_listener_waits_on_a_call() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // The write went out before the stall's answers could come back: the server applied
-    // it, so the call says the link was lost (`NotConnected` would say nothing was done).
+    // The server applied the write and its answer never came: the call says the link was
+    // lost (`NotConnected` would say the write was not applied).
     let outcome = result.lock().take().unwrap();
     assert!(
         matches!(outcome, Err(RoomError::ConnectionLost)),
         "{outcome:?}"
     );
-    let echo = bob.store().get("echo").await.unwrap();
-    assert_eq!(echo.map(|entry| entry.value), Some(json!(1)));
+}
+
+/// The bindings poll the engine's futures on threads where no tokio runtime is: every
+/// call must work there, the request's timer included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_work_on_a_thread_without_a_tokio_runtime() {
+    let server = TestServer::start();
+    let alice = Client::join(&server.url(), &Token::new("r", "alice")).await;
+    let on_a_plain_thread = |store: roomstate::SessionStore, value: Value| {
+        let thread = std::thread::spawn(move || {
+            assert!(
+                tokio::runtime::Handle::try_current().is_err(),
+                "no runtime here"
+            );
+            let set = block_on_without_a_runtime(store.set("k", value));
+            let got = block_on_without_a_runtime(store.get("k"));
+            (set, got)
+        });
+        tokio::task::spawn_blocking(move || thread.join().expect("no panic on the thread"))
+    };
+    let (set, got) = on_a_plain_thread(alice.store(), json!(1)).await.unwrap();
+    set.expect("a write from a thread without a runtime");
+    assert_eq!(got.unwrap().map(|entry| entry.value), Some(json!(1)));
+
+    alice.room.disconnect().await;
+    let (set, _) = on_a_plain_thread(alice.store(), json!(2)).await.unwrap();
+    assert!(
+        matches!(set, Err(RoomError::NotConnected { .. })),
+        "{set:?}"
+    );
 }
