@@ -242,15 +242,8 @@ async fn session(
             }
             frame = next_frame(&mut stream) => {
                 silence.as_mut().reset(Instant::now() + shared.options.ping_timeout);
-                match frame {
-                    Ok(None) => {}
-                    Ok(Some(ServerMessage::Goodbye { reason, message })) => {
-                        return goodbye_mid_session(shared, reason, message)
-                    }
-                    Ok(Some(message)) => {
-                        shared.update(|state, heard| state.on_message(message, heard));
-                    }
-                    Err(ended) => return ended,
+                if let Err(ended) = apply_frame(shared, frame) {
+                    return ended;
                 }
             }
             _ = shared.wake.notified() => {}
@@ -317,20 +310,32 @@ async fn read_what_arrived(
 ) -> Ended {
     let reading = async {
         loop {
-            match next_frame(stream).await {
-                Ok(None) => {}
-                Ok(Some(ServerMessage::Goodbye { reason, message })) => {
-                    return Some(goodbye_mid_session(shared, reason, message))
-                }
-                Ok(Some(message)) => shared.update(|state, heard| state.on_message(message, heard)),
-                Err(_) => return None,
+            if let Err(ended) = apply_frame(shared, next_frame(stream).await) {
+                return ended;
             }
         }
     };
     match tokio::time::timeout(READ_AFTER_SEND_FAILURE, reading).await {
-        Ok(Some(ended)) => ended,
-        Ok(None) | Err(_) => Ended::Lost(problem),
+        // A goodbye that ends the room; any other end is the lost link the send found.
+        Ok(ended @ Ended::Closed(_)) => ended,
+        Ok(_) | Err(_) => Ended::Lost(problem),
     }
+}
+
+/// Applies one frame read from the server; `Err` with how the connection ended, once it
+/// has (a goodbye, the server's close, a failed read).
+fn apply_frame(
+    shared: &Arc<Shared>,
+    frame: Result<Option<ServerMessage>, Ended>,
+) -> Result<(), Ended> {
+    match frame? {
+        None => {}
+        Some(ServerMessage::Goodbye { reason, message }) => {
+            return Err(goodbye_mid_session(shared, reason, message))
+        }
+        Some(message) => shared.update(|state, heard| state.on_message(message, heard)),
+    }
+    Ok(())
 }
 
 /// A goodbye on an open connection. The server answers every request it applied before

@@ -104,7 +104,8 @@ impl Outbox {
         }
     }
 
-    /// After a fresh join: requests in flight have an unknown fate. Returns them.
+    /// Requests sent and not answered. Returns them: after a fresh join, or when the room
+    /// ends, for their callers to hear what became of them.
     pub fn drain_in_flight(&mut self) -> Vec<Pending> {
         std::mem::take(&mut self.in_flight).into_values().collect()
     }

@@ -172,10 +172,10 @@ impl Shared {
             shared: self,
             ticket: Some(ticket),
         };
-        // The timer needs a tokio runtime, and the caller may be on any executor. The
-        // answer is awaited here, not on the room's runtime: that runtime stops when the
-        // room ends, and an answer that had come must not be lost with it.
-        // Made on the runtime: a tokio timer cannot even be created outside one.
+        // The answer is awaited here, on the caller's executor (Kotlin's, Swift's), and
+        // only the timer runs on the room's runtime, since a tokio timer cannot even be
+        // made outside one. That runtime stops when the room ends: an answer that had
+        // come must not be lost with it.
         let timeout = self.options.request_timeout;
         let mut timer = AbortOnDrop(
             self.runtime
@@ -184,11 +184,7 @@ impl Shared {
         let waited = select(answer, &mut timer.0).await;
         withdraw_if_cancelled.ticket = None;
         match waited {
-            Either::Left((answered, _)) => answered.unwrap_or_else(|_| {
-                Err(RoomError::NotConnected {
-                    message: "the room was closed".into(),
-                })
-            }),
+            Either::Left((answered, _)) => answered.unwrap_or_else(|_| Err(room_closed())),
             Either::Right((timer, mut answer)) => {
                 // Timed out, or the room's runtime stopped (the room ended) meanwhile;
                 // either way the answer may have come just now.
@@ -200,12 +196,18 @@ impl Shared {
                     (Ok(()), Withdrawn::NotSent) => Err(RoomError::Timeout { sent: false }),
                     (Ok(()), _) => Err(RoomError::Timeout { sent: true }),
                     (Err(_), Withdrawn::Sent) => Err(RoomError::ConnectionLost),
-                    (Err(_), _) => Err(RoomError::NotConnected {
-                        message: "the room was closed".into(),
-                    }),
+                    (Err(_), _) => Err(room_closed()),
                 }
             }
         }
+    }
+}
+
+/// What a call gets when the room ended without answering it, and nothing says its
+/// request was sent.
+fn room_closed() -> RoomError {
+    RoomError::NotConnected {
+        message: "the room was closed".into(),
     }
 }
 

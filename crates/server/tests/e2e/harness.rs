@@ -161,6 +161,12 @@ impl TestServer {
         format!("http://{}", self.next_addr())
     }
 
+    /// LiveKit's server SDK client for the room service, with the test's API key, at the
+    /// next node.
+    pub fn room_service(&self) -> livekit_api::services::room::RoomClient {
+        livekit_api::services::room::RoomClient::with_api_key(&self.http_url(), KEY, SECRET)
+    }
+
     fn next_addr(&self) -> SocketAddr {
         let next = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.addrs[next % self.addrs.len()]

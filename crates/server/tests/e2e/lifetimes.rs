@@ -91,11 +91,7 @@ async fn the_engine_lets_go_of_the_app_s_listeners_when_the_room_ends() {
     until_released("room listener", &alice_listener).await;
     until_released("key listener", &alice_key_listener).await;
 
-    let rooms = livekit_api::services::room::RoomClient::with_api_key(
-        &server.http_url(),
-        crate::harness::KEY,
-        crate::harness::SECRET,
-    );
+    let rooms = server.room_service();
     rooms.remove_participant("r", "bob").await.unwrap();
     until_released("room listener", &bob_listener).await;
     until_released("key listener", &bob_key_listener).await;
@@ -305,11 +301,7 @@ async fn removed_while_writing(server: &TestServer, alice: &Client, count: usize
             tokio::spawn(async move { store.set(&format!("w{i}"), json!(i)).await })
         })
         .collect();
-    let rooms = livekit_api::services::room::RoomClient::with_api_key(
-        &server.http_url(),
-        crate::harness::KEY,
-        crate::harness::SECRET,
-    );
+    let rooms = server.room_service();
     rooms.remove_participant("r", "alice").await.unwrap();
 
     let mut fates = Vec::new();

@@ -53,7 +53,7 @@ async fn livekit_room_service_works_against_roomstate() {
         "ALICE",
         "LiveKit's name claim"
     );
-    let rooms = RoomClient::with_api_key(&server.http_url(), KEY, SECRET);
+    let rooms = server.room_service();
 
     let listed = rooms.list_rooms(vec![]).await.unwrap();
     assert_eq!(listed.len(), 1);

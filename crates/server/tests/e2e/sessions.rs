@@ -254,11 +254,7 @@ async fn a_client_away_past_the_session_sees_the_new_session() {
     proxy.cut();
     // Alice was the only one: once her grace period ends, the session ends. Ask the
     // server API until the room is gone.
-    let rooms = livekit_api::services::room::RoomClient::with_api_key(
-        &server.http_url(),
-        crate::harness::KEY,
-        crate::harness::SECRET,
-    );
+    let rooms = server.room_service();
     let deadline = tokio::time::Instant::now() + crate::harness::PATIENCE;
     while !rooms.list_rooms(vec![]).await.unwrap().is_empty() {
         assert!(
