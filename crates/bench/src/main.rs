@@ -3,10 +3,12 @@
 //! generator run on separate cores; sends are open-loop and timed from their intended
 //! send time; percentiles come from HdrHistogram. See docs/benchmarks.md.
 
+mod allocations;
 mod clients;
 mod floor;
 mod fuzz;
 mod hostile;
+mod in_process;
 mod lifecycle;
 mod rules_fuzz;
 mod stats;
@@ -20,6 +22,9 @@ use serde::Serialize;
 
 use stats::human;
 use target::{System, Target, LOAD_CORE};
+
+#[global_allocator]
+static ALLOCATOR: allocations::Counting = allocations::Counting;
 
 #[derive(Parser)]
 #[command(about = "Benchmarks roomstate against the floor with fixed workloads")]
@@ -62,6 +67,14 @@ enum Command {
         /// Where to write results.json.
         #[arg(long, default_value = "bench-results")]
         out: PathBuf,
+    },
+    /// W2's room work without sockets, in this process: roomstate's own CPU and
+    /// allocations per write, on distinct keys and on one key.
+    InProcess {
+        #[arg(long, default_value_t = 40)]
+        rounds: usize,
+        #[arg(long, default_value_t = 10_000)]
+        writes: usize,
     },
     /// Serve the floor (used by `run`).
     FloorServer,
@@ -112,6 +125,27 @@ fn main() {
             .build()
             .unwrap()
             .block_on(floor::serve()),
+        Command::InProcess { rounds, writes } => match in_process::run(rounds, writes) {
+            Ok(costs) => {
+                println!(
+                    "W2 in process: {} writers, {} observers of every key, {rounds} rounds of {writes} writes",
+                    in_process::WRITERS,
+                    in_process::OBSERVERS,
+                );
+                for cost in costs {
+                    let [p50, p90, low, high] = cost.cpu_ns_per_write;
+                    println!(
+                        "  {:<8} allocations/write {:>6.2}   CPU/write p50 {p50} ns  p90 {p90} ns  (lowest {low}, highest {high})",
+                        if cost.one_key { "one key" } else { "distinct" },
+                        cost.allocations_per_write,
+                    );
+                }
+            }
+            Err(failure) => {
+                eprintln!("W2 in process failed: {failure}");
+                std::process::exit(1);
+            }
+        },
         Command::Fuzz {
             iterations,
             seed,

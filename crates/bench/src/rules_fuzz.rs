@@ -26,19 +26,20 @@ use crate::fuzz::{Mutator, Report, FRAMES};
 const ROOM: &str = "fuzz";
 
 /// One participant, connected through channels instead of a socket.
-struct Member {
-    room: Arc<Room>,
-    sid: String,
-    epoch: u64,
-    connection: Connection,
-    outbox: Arc<Outbox>,
+pub struct Member {
+    pub room: Arc<Room>,
+    pub sid: String,
+    pub epoch: u64,
+    pub connection: Connection,
+    pub outbox: Arc<Outbox>,
     /// Set once the room closed the connection.
     cut: Option<roomstate_server::room::Closing>,
-    next_id: u64,
+    pub next_id: u64,
     last_seq: u64,
 }
 
-async fn join(rooms: &Rooms, identity: &str) -> Result<Member, String> {
+/// Joins `identity` to the room `fuzz`, with the grants of a participant that may write.
+pub async fn join(rooms: &Rooms, identity: &str) -> Result<Member, String> {
     let config = rooms.config();
     let outbox = Outbox::new(config.outbound_queue, config.outbound_queue_bytes);
     let connection = Connection::new(outbox.clone());

@@ -254,7 +254,7 @@ impl Connections {
         };
         match audience {
             Audience::Only(only) => {
-                if let Some((sid, attached)) = self.by_sid.get_key_value(only) {
+                if let Some((sid, attached)) = self.by_sid.get_key_value(&**only) {
                     deliver(sid, attached);
                 }
             }

@@ -4,6 +4,8 @@
 use roomstate_protocol::{
     CloseReason, Entry, ErrorBody, ErrorCode, Millis, ParticipantInfo, ServerMessage,
 };
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 pub use crate::websocket::Frame;
@@ -91,12 +93,14 @@ pub enum Counter {
 
 /// Who hears about an event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Shared strings: an event's audience is kept in the replay log as well as delivered.
 pub enum Audience {
     Everyone,
-    AllBut(String),
-    Only(String),
+    AllBut(Arc<str>),
+    Only(Arc<str>),
     /// The participants observing this key.
-    Observers(String),
+    Observers(Arc<str>),
 }
 
 impl Audience {
@@ -104,8 +108,8 @@ impl Audience {
     pub fn includes(&self, sid: &str, observes: impl FnOnce(&str) -> bool) -> bool {
         match self {
             Audience::Everyone => true,
-            Audience::AllBut(excluded) => excluded != sid,
-            Audience::Only(only) => only == sid,
+            Audience::AllBut(excluded) => **excluded != *sid,
+            Audience::Only(only) => **only == *sid,
             Audience::Observers(key) => observes(key),
         }
     }

@@ -275,7 +275,7 @@ impl Applying<'_> {
                     seq,
                     participant: info.clone(),
                 },
-                Audience::AllBut(sid.clone()),
+                Audience::AllBut(sid.as_str().into()),
             );
             self.webhook("participant_joined", session, Some(&info));
         }
@@ -624,11 +624,12 @@ impl Applying<'_> {
             Some(written) => {
                 session.seq = seq;
                 self.count(Counter::StoreWrite);
-                self.emit(
-                    session,
-                    &ServerMessage::StoreChanged(written.clone()),
-                    Audience::Observers(key.to_string()),
-                );
+                // The event is serialized before its entry goes on to the reply.
+                let event = ServerMessage::StoreChanged(written);
+                self.emit(session, &event, Audience::Observers(key.into()));
+                let ServerMessage::StoreChanged(written) = event else {
+                    unreachable!("the event made above")
+                };
                 Ok(written)
             }
             None => Ok(Entry::absent(key)),
@@ -646,7 +647,7 @@ impl Applying<'_> {
         info.version = participant.info.version + 1;
         participant.info = info.clone();
         let audience = if info.permission.hidden {
-            Audience::Only(sid.to_string())
+            Audience::Only(sid.into())
         } else {
             Audience::Everyone
         };

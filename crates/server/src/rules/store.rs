@@ -113,9 +113,7 @@ impl Store {
                 updated_at: now,
             }));
         };
-        let value_bytes = serde_json::to_string(&value)
-            .expect("a JSON value serializes")
-            .len();
+        let value_bytes = serialized_len(&value);
         ErrorBody::within(Limit::ValueBytes, limits.value_bytes, value_bytes)?;
         if old_bytes == 0 && self.entries.len() >= limits.keys {
             return Err(ErrorBody::limit(
@@ -134,18 +132,39 @@ impl Store {
             updated_by: author.to_string(),
             updated_at: now,
         };
-        self.entries.insert(
-            key.to_string(),
-            Stored {
-                value,
-                value_bytes,
-                version: seq,
-                updated_by: author.to_string(),
-                updated_at: now,
-            },
-        );
+        let stored = Stored {
+            value,
+            value_bytes,
+            version: seq,
+            updated_by: author.to_string(),
+            updated_at: now,
+        };
+        // An update keeps the key it has: most writes are to keys that exist.
+        match self.entries.get_mut(key) {
+            Some(old) => *old = stored,
+            None => {
+                self.entries.insert(key.to_string(), stored);
+            }
+        }
         Ok(Some(written))
     }
+}
+
+/// The length of `value` as JSON, counted rather than written out.
+fn serialized_len(value: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    serde_json::to_writer(&mut counter, value).expect("a JSON value serializes");
+    counter.0
 }
 
 /// A key names one entry: not empty, not the wildcard, within the key size limit.
@@ -256,5 +275,32 @@ mod tests {
             .unwrap();
         assert_eq!(deleted.value, None);
         assert!(store.is_empty());
+    }
+
+    #[test]
+    fn a_value_counts_as_its_json_and_an_update_replaces_it_all() {
+        let limits = Limits::default();
+        let mut store = Store::default();
+        let values = [
+            json!("plain"),
+            json!("quote \" backslash \\ newline \n tab \t nul \u{0} é 🙂"),
+            json!({"nested": [1, 2.5, -3, null, true, {"deep": "x"}], "": ""}),
+            json!(12345678901234567u64),
+        ];
+        for (seq, value) in (1..).zip(values) {
+            let expected = "k".len() + serde_json::to_string(&value).unwrap().len();
+            let author = format!("author-{seq}");
+            let change = Change {
+                author: &author,
+                ..change("k", Some(value.clone()), None, seq)
+            };
+            store.write(change, &limits).unwrap();
+            assert_eq!(store.total_bytes(), expected, "{value}");
+            let entry = store.get("k");
+            assert_eq!(entry.value, Some(value));
+            assert_eq!(entry.version, seq);
+            assert_eq!(entry.updated_by, author);
+        }
+        assert_eq!(store.len(), 1);
     }
 }
