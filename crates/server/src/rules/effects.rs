@@ -1,11 +1,11 @@
 //! What applying an entry asks of the node that applied it: the rules decide, the room
 //! around them (`crate::room`) carries it out.
 
+use std::sync::Arc;
+
 use roomstate_protocol::{
     CloseReason, Entry, ErrorBody, ErrorCode, Millis, ParticipantInfo, ServerMessage,
 };
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 
 pub use crate::websocket::Frame;
@@ -91,10 +91,9 @@ pub enum Counter {
     Error(ErrorCode),
 }
 
-/// Who hears about an event.
+/// Who hears about an event. Its strings are shared: an event's audience is kept in
+/// the replay log as well as handed to the fan-out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-///
-/// Shared strings: an event's audience is kept in the replay log as well as delivered.
 pub enum Audience {
     Everyone,
     AllBut(Arc<str>),
