@@ -295,6 +295,44 @@ async fn a_killed_node_s_participants_leave_and_its_clients_resume_elsewhere() {
     drop(bob);
 }
 
+/// A node frozen past the timeout is taken for dead and its participants are removed.
+/// When it thaws it learns so from the room's log: its participant, removed meanwhile,
+/// is closed with `unavailable`, joins again and hears what is written after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_taken_for_dead_while_frozen_closes_its_participants_when_it_thaws() {
+    let server = TestServer::cluster(2, "");
+    let alice = Client::join(&server.node_url(0), &Token::new("r", "alice")).await;
+    let bob = Client::join(&server.node_url(1), &Token::new("r", "bob")).await;
+    let bob_sees = bob.observe(&["k"]);
+    bob_sees.wait_for(Heard::Key("k".into(), None)).await;
+    server.freeze(1, true);
+    alice.heard.wait_for(Heard::Left("bob".into())).await;
+    let joins_before = alice
+        .heard
+        .heard()
+        .iter()
+        .filter(|heard| **heard == Heard::Joined("bob".into()))
+        .count();
+    server.freeze(1, false);
+    bob.heard
+        .wait_for(Heard::Connection(ConnectionState::Reconnecting))
+        .await;
+    alice
+        .heard
+        .wait_until("bob to join again", |heard| {
+            heard
+                .iter()
+                .filter(|heard| **heard == Heard::Joined("bob".into()))
+                .count()
+                > joins_before
+        })
+        .await;
+    alice.store().set("k", json!("after")).await.unwrap();
+    bob_sees
+        .wait_for(Heard::Key("k".into(), Some(json!("after"))))
+        .await;
+}
+
 /// Snapshots are spaced by their size, but a small room still gets one every 256 entries:
 /// its log in Redis does not grow for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
