@@ -42,7 +42,13 @@ struct Queue {
     closing: Option<Closing>,
     /// Nothing more will be queued: the writer stops once the queue is written.
     ended: bool,
+    /// The capacity the queue had when it last emptied (at most `KEPT_BURST`): its next
+    /// burst gets that much at once, rather than growing to it again step by step.
+    last_burst: u32,
 }
+
+/// Frames of capacity a queue's next burst is given at most: a writer's batch.
+const KEPT_BURST: usize = 64;
 
 /// What the writer is to do next.
 pub enum Outgoing {
@@ -79,6 +85,10 @@ impl Outbox {
             return false;
         }
         queue.bytes += wire.len();
+        if queue.frames.capacity() == 0 {
+            let burst = queue.last_burst as usize;
+            queue.frames.reserve_exact(burst);
+        }
         queue.frames.push_back(wire);
         drop(queue);
         if empty {
@@ -151,13 +161,14 @@ impl Outbox {
             count += 1;
             bytes += frame.len();
         }
-        let frames: Vec<Bytes> = queue.frames.drain(..count).collect();
         queue.bytes -= bytes;
-        if queue.frames.is_empty() {
-            // A burst's capacity is not kept for an idle connection.
-            queue.frames = VecDeque::new();
+        if count < queue.frames.len() {
+            return Some(Outgoing::Frames(queue.frames.drain(..count).collect()));
         }
-        Some(Outgoing::Frames(frames))
+        // All of it: the writer takes the queue's buffer along (and frees it once it is
+        // written), so an idle connection keeps none.
+        queue.last_burst = queue.frames.capacity().min(KEPT_BURST) as u32;
+        Some(Outgoing::Frames(std::mem::take(&mut queue.frames).into()))
     }
 }
 
@@ -364,5 +375,34 @@ mod tests {
         assert!(outbox.push(frame("a")));
         assert!(outbox.push(frame("b")));
         assert!(!outbox.push(frame("c")), "two frames at most");
+    }
+
+    #[test]
+    fn an_emptied_queue_keeps_no_buffer_and_its_next_burst_gets_the_last_ones_size() {
+        let outbox = Outbox::new(1000, 1 << 20);
+        let capacity = || outbox.queue.lock().frames.capacity();
+        for _ in 0..40 {
+            outbox.push(frame("event"));
+        }
+        let first_burst = capacity();
+        assert!(first_burst >= 40);
+        let taken = |max_frames| match outbox.take(max_frames, 1 << 20) {
+            Some(Outgoing::Frames(frames)) => frames,
+            _ => panic!("frames to write"),
+        };
+        assert_eq!(taken(10).len(), 10, "a part: the queue keeps its buffer");
+        assert_eq!(capacity(), first_burst);
+        assert_eq!(taken(1000).len(), 30, "the rest: the buffer goes with it");
+        assert_eq!(capacity(), 0, "nothing kept while idle");
+        outbox.push(frame("next burst"));
+        assert_eq!(capacity(), first_burst.min(KEPT_BURST));
+        assert_eq!(taken(1000).len(), 1);
+
+        for _ in 0..500 {
+            outbox.push(frame("a large burst"));
+        }
+        assert_eq!(taken(1000).len(), 500);
+        outbox.push(frame("after it"));
+        assert_eq!(capacity(), KEPT_BURST, "at most a writer's batch");
     }
 }
