@@ -9,13 +9,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use roomstate_server::room::{Outbox, Outgoing};
+use roomstate_server::room::{Outbox, Outgoing, WRITE_BATCH};
 use roomstate_server::websocket::{self, Frame, Incoming, Reader, Writer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// Frames a writer sends per system call at most (as roomstate's writer).
-const WRITE_BATCH: usize = 64;
 
 pub async fn serve() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

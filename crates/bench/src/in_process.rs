@@ -5,25 +5,21 @@
 //! (and the framing of reads): what is left is roomstate's own work per write, and the
 //! allocations it makes, which unlike CPU time are the same in every run.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use roomstate_protocol::ClientMessage;
-use roomstate_server::room::{Node, Outgoing, Rooms};
-use roomstate_server::ServerConfig;
+use roomstate_server::room::{Outgoing, WRITE_BATCH, WRITE_BATCH_BYTES};
 use serde::Serialize;
 
 use crate::allocations::Counted;
 use crate::clients::payload;
-use crate::rules_fuzz::{join, Member};
+use crate::rules_fuzz::{join, single_node, Member};
 
 pub const WRITERS: usize = 10;
 pub const OBSERVERS: usize = 10;
 /// Writes between two turns of the writers, which take what is queued as a connection's
 /// writer does (its batch limits): W2's top step sends 40 writes every millisecond.
 const BURST: usize = 40;
-const WRITE_BATCH: usize = 64;
-const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Serialize)]
 pub struct RoomCost {
@@ -49,15 +45,7 @@ pub fn run(rounds: usize, writes: usize) -> Result<Vec<RoomCost>, String> {
 }
 
 async fn one_room(one_key: bool, rounds: usize, writes: usize) -> Result<RoomCost, String> {
-    let config = ServerConfig::default();
-    let rooms = Rooms::new(Arc::new(Node {
-        id: "in-process".into(),
-        config,
-        metrics: roomstate_server::metrics::Metrics::new(),
-        webhooks: None,
-        cluster: None,
-        append_queue: roomstate_server::room::NodeQueue::new(0),
-    }));
+    let rooms = single_node("in-process");
     let mut observers = Vec::new();
     for n in 0..OBSERVERS {
         let mut observer = join(&rooms, &format!("o{n}")).await?;
@@ -126,8 +114,9 @@ async fn one_room(one_key: bool, rounds: usize, writes: usize) -> Result<RoomCos
     })
 }
 
-/// Sends a round's frames, a burst of one per writer at a time, each burst followed by
-/// the writers' turn. Returns the replies and the deliveries taken.
+/// Sends a round's frames in bursts of `BURST`, the writers taking turns within a burst,
+/// each burst followed by the connections' writers' turn. Returns the replies and the
+/// deliveries taken.
 async fn writes_round(
     frames: &[String],
     writers: &mut [Member],

@@ -208,18 +208,23 @@ fn valid_frame(rng: &mut StdRng, id: u64) -> String {
     frame.to_string()
 }
 
-/// Runs `iterations` mutated frames through the decoder and the room's rules.
-pub async fn fuzz_rules(iterations: u64, seed: u64, report: &mut Report) {
-    let config = ServerConfig::default();
-    let limits = config.limits;
-    let rooms = Rooms::new(Arc::new(Node {
-        id: "fuzz".into(),
-        config,
+/// The rooms of one node in this process, with the default settings: no socket, no
+/// webhooks, no cluster.
+pub fn single_node(name: &str) -> Arc<Rooms> {
+    Rooms::new(Arc::new(Node {
+        id: name.into(),
+        config: ServerConfig::default(),
         metrics: roomstate_server::metrics::Metrics::new(),
         webhooks: None,
         cluster: None,
         append_queue: roomstate_server::room::NodeQueue::new(0),
-    }));
+    }))
+}
+
+/// Runs `iterations` mutated frames through the decoder and the room's rules.
+pub async fn fuzz_rules(iterations: u64, seed: u64, report: &mut Report) {
+    let rooms = single_node("fuzz");
+    let limits = rooms.config().limits;
     let mut mutator = Mutator::new(seed);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut members = Vec::new();

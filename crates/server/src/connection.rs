@@ -13,14 +13,11 @@ use tokio::task::JoinHandle;
 
 use crate::budget::{AddressBudget, InboundBudget};
 use crate::metrics::Metrics;
-use crate::room::{Admission, Closing, Connection, NotAdmitted, Outbox, Outgoing, Rooms};
+use crate::room::{
+    Admission, Closing, Connection, NotAdmitted, Outbox, Outgoing, Rooms, WRITE_BATCH,
+    WRITE_BATCH_BYTES,
+};
 use crate::websocket::{self, Frame, Incoming, ReadError, Reader, Socket, Writer};
-
-/// Frames written per system call at most, so one busy connection cannot starve the rest.
-const WRITE_BATCH: usize = 64;
-
-/// Bytes written per system call at most (a frame larger than this goes alone).
-const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
 /// How long an ended connection's socket is kept open for the client to close it first
 /// (reading and dropping what it still sends), so that our last frames reach it. The

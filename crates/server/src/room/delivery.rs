@@ -42,13 +42,17 @@ struct Queue {
     closing: Option<Closing>,
     /// Nothing more will be queued: the writer stops once the queue is written.
     ended: bool,
-    /// The capacity the queue had when it last emptied (at most `KEPT_BURST`): its next
-    /// burst gets that much at once, rather than growing to it again step by step.
+    /// The capacity the queue had when it last emptied (at most a writer's batch): its
+    /// next burst gets that much at once, rather than growing to it again step by step.
     last_burst: u32,
 }
 
-/// Frames of capacity a queue's next burst is given at most: a writer's batch.
-const KEPT_BURST: usize = 64;
+/// Frames a connection's writer takes per system call at most, so one busy connection
+/// cannot starve the rest.
+pub const WRITE_BATCH: usize = 64;
+
+/// Bytes a writer takes per system call at most (a frame larger than this goes alone).
+pub const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
 /// What the writer is to do next.
 pub enum Outgoing {
@@ -167,7 +171,7 @@ impl Outbox {
         }
         // All of it: the writer takes the queue's buffer along (and frees it once it is
         // written), so an idle connection keeps none.
-        queue.last_burst = queue.frames.capacity().min(KEPT_BURST) as u32;
+        queue.last_burst = queue.frames.capacity().min(WRITE_BATCH) as u32;
         Some(Outgoing::Frames(std::mem::take(&mut queue.frames).into()))
     }
 }
@@ -395,7 +399,7 @@ mod tests {
         assert_eq!(taken(1000).len(), 30, "the rest: the buffer goes with it");
         assert_eq!(capacity(), 0, "nothing kept while idle");
         outbox.push(frame("next burst"));
-        assert_eq!(capacity(), first_burst.min(KEPT_BURST));
+        assert_eq!(capacity(), first_burst.min(WRITE_BATCH));
         assert_eq!(taken(1000).len(), 1);
 
         for _ in 0..500 {
@@ -403,6 +407,6 @@ mod tests {
         }
         assert_eq!(taken(1000).len(), 500);
         outbox.push(frame("after it"));
-        assert_eq!(capacity(), KEPT_BURST, "at most a writer's batch");
+        assert_eq!(capacity(), WRITE_BATCH, "at most a writer's batch");
     }
 }

@@ -40,7 +40,7 @@ use crate::rules::{AdminOutcome, Replica, Settings};
 use crate::webhook::Webhooks;
 pub use appends::NodeQueue;
 use delivery::Connections;
-pub use delivery::{Closing, Connection, Outbox, Outgoing};
+pub use delivery::{Closing, Connection, Outbox, Outgoing, WRITE_BATCH, WRITE_BATCH_BYTES};
 pub use registry::{Admission, Admitted, NotAdmitted, RoomUse, Rooms};
 
 /// What every room of a node shares.

@@ -23,6 +23,19 @@ struct Stored {
     updated_at: Millis,
 }
 
+impl Stored {
+    /// The entry it is under `key`, as clients see it.
+    fn entry(&self, key: &str) -> Entry {
+        Entry {
+            key: key.to_string(),
+            value: Some(self.value.clone()),
+            version: self.version,
+            updated_by: self.updated_by.clone(),
+            updated_at: self.updated_at,
+        }
+    }
+}
+
 /// One write the store accepted: the entry after it (no value: deleted).
 pub type Written = Entry;
 
@@ -53,13 +66,7 @@ impl Store {
 
     pub fn get(&self, key: &str) -> Entry {
         match self.entries.get(key) {
-            Some(stored) => Entry {
-                key: key.to_string(),
-                value: Some(stored.value.clone()),
-                version: stored.version,
-                updated_by: stored.updated_by.clone(),
-                updated_at: stored.updated_at,
-            },
+            Some(stored) => stored.entry(key),
             None => Entry::absent(key),
         }
     }
@@ -125,13 +132,6 @@ impl Store {
         let new_total = self.total_bytes - old_bytes + key.len() + value_bytes;
         ErrorBody::within(Limit::StoreBytes, limits.store_bytes, new_total)?;
         self.total_bytes = new_total;
-        let written = Entry {
-            key: key.to_string(),
-            value: Some(value.clone()),
-            version: seq,
-            updated_by: author.to_string(),
-            updated_at: now,
-        };
         let stored = Stored {
             value,
             value_bytes,
@@ -139,6 +139,7 @@ impl Store {
             updated_by: author.to_string(),
             updated_at: now,
         };
+        let written = stored.entry(key);
         // An update keeps the key it has: most writes are to keys that exist.
         match self.entries.get_mut(key) {
             Some(old) => *old = stored,
