@@ -44,7 +44,7 @@ final class DefectsTests: ChannelTestCase, @unchecked Sendable {
         let pending = flutter.send("set", ["room": bob.id, "key": "k", "valueJson": "1"])
         try await sleep(ms: 300)
         XCTAssertFalse(pending.isAnswered, "waiting for the frozen server")
-        flutter.onMain { _ = flutter.handler.dispose() }
+        flutter.detach()
         guard case .failure(let failure) = try await pending.outcome() else { return XCTFail("the pending call answered a value") }
         XCTAssertEqual(failure.code, "NOT_CONNECTED")
         // And after it.
@@ -147,7 +147,7 @@ final class DefectsTests: ChannelTestCase, @unchecked Sendable {
         _ = try await flutter.addListener(alice.id, "other")
         XCTAssertEqual(flutter.channels.openNames.count, 5)
 
-        await flutter.onMain { flutter.handler.dispose() }.value
+        await flutter.detach().value
         try await bob.awaitHeard("left:alice")
         try await bob.awaitHeard("left:dave")
         flutter.flush()

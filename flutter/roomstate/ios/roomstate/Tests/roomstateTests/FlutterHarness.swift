@@ -4,8 +4,9 @@
 // NSString, NSNumber, NSNull), event channels are registered by name, and Dart's side of
 // each EventChannel is modelled as Flutter's is (after endOfStream, Dart cancels the
 // subscription; a listen or cancel on a channel without a handler is what Dart reports as
-// MissingPluginException). Every delivery is checked: on the main thread, answered once,
-// never after a cancel or endOfStream, shaped as the vector of the same name.
+// MissingPluginException; an isolate that is gone, after a detach or a hot restart, cancels
+// nothing). Every delivery is checked: on the main thread, answered once, never after a
+// cancel or endOfStream, shaped as the vector of the same name.
 import Foundation
 import RoomStateTesting
 @testable import roomstate
@@ -77,6 +78,9 @@ final class FlutterHarness: @unchecked Sendable {
     let channels = FakeEventChannels()
     let main: TestMainThread
     private(set) var handler: RoomStateChannelHandler!
+    /// Counts the Dart isolates that went away: a `DartStream` of an earlier one sends no
+    /// cancel, as Dart does not once the engine detached or a hot restart ended it.
+    let isolate = Locked(0)
 
     init(connect: RoomStateChannelHandler.Connect? = nil) {
         queue.setSpecific(key: mainKey, value: true)
@@ -125,6 +129,15 @@ final class FlutterHarness: @unchecked Sendable {
         checkShape(name, Vectors.error(name), shape)
     }
 
+    /// detachFromEngine, called on the main thread as Flutter calls it: Dart is gone from then on.
+    @discardableResult
+    func detach() -> Task<Void, Never> {
+        onMain {
+            isolate.update { $0 += 1 }
+            return handler.dispose()
+        }
+    }
+
     // MARK: Method calls
 
     /// Sends a call as Flutter does, on the main thread, without waiting for its answer.
@@ -133,7 +146,11 @@ final class FlutterHarness: @unchecked Sendable {
         let result = RecordingResult(method, self)
         results.update { $0.append(result) }
         let decoded = Sent(value: arguments.map { asDecoded($0) })
-        main.post { self.handler.handle(method: method, arguments: decoded.value, result: result) }
+        main.post {
+            // A hot restart: the isolate that listened until now is gone before the new one calls.
+            if method == "initialize" { self.isolate.update { $0 += 1 } }
+            self.handler.handle(method: method, arguments: decoded.value, result: result)
+        }
         return result
     }
 
@@ -215,7 +232,7 @@ final class FlutterHarness: @unchecked Sendable {
 
     /// Disposes the handler (detachFromEngine), then checks every rule held for the whole test.
     func close(file: StaticString = #filePath, line: UInt = #line) async throws {
-        await handler.dispose().value
+        await detach().value
         try await eventually("every call answered: \(results().filter { !$0.isAnswered }.map(\.method))") {
             self.results().allSatisfy { $0.isAnswered }
         }
@@ -342,12 +359,14 @@ final class DartStream: @unchecked Sendable {
     private weak var harness: FlutterHarness?
     private let items = Locked<[Item]>([])
     private let state = Locked<(cancelled: Bool, done: Bool)>((false, false))
+    private let listenedIn: Int
     private var cursor = 0
     private(set) lazy var sink: EventSink = StreamSink(self)
 
     init(_ name: String, _ harness: FlutterHarness) {
         self.name = name
         self.harness = harness
+        listenedIn = harness.isolate()
     }
 
     var received: [Item] { items() }
@@ -379,7 +398,7 @@ final class DartStream: @unchecked Sendable {
     }
 
     private func cancelOnMain() {
-        guard let harness else { return }
+        guard let harness, harness.isolate() == listenedIn else { return }
         let already = state.update { state -> Bool in
             defer { state.cancelled = true }
             return state.cancelled

@@ -44,7 +44,7 @@ class DefectsTest : ChannelTest() {
             val pending = flutter.send("set", mapOf("room" to bob.id, "key" to "k", "valueJson" to "1"))
             delay(300)
             assertFalse(pending.isAnswered, "waiting for the frozen server")
-            flutter.handler.dispose()
+            flutter.detach()
             assertEquals("NOT_CONNECTED", (pending.await() as Outcome.Failure).code)
             // And after it.
             flutter.fails("NOT_CONNECTED", "get", mapOf("room" to bob.id, "key" to "k"))
@@ -146,7 +146,7 @@ class DefectsTest : ChannelTest() {
         flutter.addListener(alice.id, "other")
         assertTrue(flutter.channels.handlers.size == 5)
 
-        flutter.handler.dispose().join()
+        flutter.detach().join()
         bob.awaitHeard("left:alice")
         bob.awaitHeard("left:dave")
         flutter.flush()

@@ -14,6 +14,7 @@ import kotlin.test.assertEquals
 import kotlin.test.assertTrue
 import kotlin.test.fail
 import kotlinx.coroutines.CompletableDeferred
+import kotlinx.coroutines.Job
 import kotlinx.coroutines.channels.Channel
 import kotlinx.coroutines.delay
 import kotlinx.coroutines.runBlocking
@@ -38,8 +39,9 @@ sealed interface Item {
  * thread (calls arrive on it, as Flutter makes them), event channels are registered by
  * name, and Dart's side of each EventChannel is modelled as Flutter's is (after
  * endOfStream, Dart cancels the subscription; a listen or cancel on a channel without a
- * handler is what Dart reports as MissingPluginException). Every delivery is checked: on
- * the main thread, answered once, shaped as the vector of the same name.
+ * handler is what Dart reports as MissingPluginException; an isolate that is gone, after
+ * a detach or a hot restart, cancels nothing). Every delivery is checked: on the main
+ * thread, answered once, shaped as the vector of the same name.
  */
 class FlutterHarness(
     connect: suspend (String, String, RoomListener, ConnectOptions) -> Room =
@@ -61,6 +63,19 @@ class FlutterHarness(
     val channels = FakeEventChannels()
     val main = MainThread { block -> executor.execute { guarded("a posted block", block) } }
     val handler = RoomStateChannelHandler(channels, main, connect)
+
+    /**
+     * Counts the Dart isolates that went away: a [DartStream] of an earlier one sends no
+     * cancel, as Dart does not once the engine detached or a hot restart ended it.
+     * Changed on the main thread only.
+     */
+    @Volatile private var isolate = 0
+
+    /** onDetachedFromEngine, called on the main thread as Flutter calls it: Dart is gone from then on. */
+    fun detach(): Job = onMain {
+        isolate++
+        handler.dispose()
+    }
 
     private fun guarded(what: String, block: () -> Unit) {
         try {
@@ -145,7 +160,11 @@ class FlutterHarness(
     fun send(method: String, arguments: Map<String, Any?>? = emptyMap()): RecordingResult {
         val result = RecordingResult(method)
         results += result
-        main.post { handler.onMethodCall(method, arguments?.let(::asDecoded), result) }
+        main.post {
+            // A hot restart: the isolate that listened until now is gone before the new one calls.
+            if (method == "initialize") isolate++
+            handler.onMethodCall(method, arguments?.let(::asDecoded), result)
+        }
         return result
     }
 
@@ -198,6 +217,7 @@ class FlutterHarness(
 
     /** Dart's end of one event channel subscription. */
     inner class DartStream(val name: String) {
+        private val listenedIn = isolate
         private val items = Channel<Item>(Channel.UNLIMITED)
         val received = CopyOnWriteArrayList<Item>()
         @Volatile var cancelled = false
@@ -245,7 +265,7 @@ class FlutterHarness(
         }
 
         private fun cancelOnMain() {
-            if (cancelled) return
+            if (cancelled || listenedIn != isolate) return
             cancelled = true
             val handler = channels.handlers[name]
             if (handler == null) {
@@ -329,7 +349,7 @@ class FlutterHarness(
     override fun close() {
         try {
             runBlocking {
-                withTimeout(20_000) { handler.dispose().join() }
+                withTimeout(20_000) { detach().join() }
                 awaitUntil("every call answered: ${results.filter { !it.isAnswered }.map { it.method }}") {
                     results.all { it.isAnswered }
                 }
