@@ -205,6 +205,9 @@ impl TestServer {
             .status()
             .expect("run kill");
         assert!(status.success(), "kill {signal} failed");
+        if frozen {
+            wait_until_stopped(child.id());
+        }
     }
 
     /// Kills node `node` with SIGKILL: no goodbye, no cleanup.
@@ -213,6 +216,32 @@ impl TestServer {
             child.kill().unwrap();
             child.wait().unwrap();
         }
+    }
+}
+
+/// `kill` returns before every thread of the process has stopped: each stops when it next
+/// runs, and on a busy machine one may first answer a request. Waits (at most 5 s) until
+/// /proc shows all of them stopped.
+fn wait_until_stopped(pid: u32) {
+    let tasks = format!("/proc/{pid}/task");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        let stopped = std::fs::read_dir(&tasks).is_ok_and(|threads| {
+            let mut any = false;
+            let all = threads.flatten().all(|thread| {
+                any = true;
+                // `PID (COMM) STATE ...`: T when stopped.
+                std::fs::read_to_string(thread.path().join("stat")).is_ok_and(|stat| {
+                    stat.rsplit_once(')')
+                        .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+                })
+            });
+            any && all
+        });
+        if stopped {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

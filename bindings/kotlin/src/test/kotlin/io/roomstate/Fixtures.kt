@@ -40,6 +40,28 @@ class TestServer(extraConfig: String = "") : AutoCloseable {
     fun freeze(frozen: Boolean) {
         val signal = if (frozen) "-STOP" else "-CONT"
         ProcessBuilder("kill", signal, process.pid().toString()).start().waitFor()
+        if (frozen) awaitStopped()
+    }
+
+    /**
+     * `kill` returns before every thread of the server has stopped: each stops when it
+     * next runs, and on a busy machine one may first answer a request. Waits (Linux:
+     * /proc, at most 5 s) until all have.
+     */
+    private fun awaitStopped() {
+        val tasks = File("/proc/${process.pid()}/task")
+        if (!tasks.isDirectory) return
+        val deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(5)
+        while (System.nanoTime() < deadline) {
+            val threads = tasks.listFiles().orEmpty()
+            // `PID (COMM) STATE ...`: T when stopped.
+            val stopped = threads.isNotEmpty() && threads.all { thread ->
+                val stat = runCatching { File(thread, "stat").readText() }.getOrNull()
+                stat != null && stat.substringAfterLast(')').trimStart().startsWith('T')
+            }
+            if (stopped) return
+            Thread.sleep(1)
+        }
     }
 
     /** The server API through the `roomstate` command line, as an operator would use it. */
