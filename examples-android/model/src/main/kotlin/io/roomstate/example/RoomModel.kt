@@ -116,11 +116,18 @@ class RoomModel(
     /**
      * Takes the spotlight, from nobody or from whoever this state shows holding it: a
      * compare-and-set at the version last seen (0 when absent), so when two people claim at
-     * once, exactly one wins and the other is told who.
+     * once, exactly one wins and the other is told who. The version is the one shown when
+     * the user asked, read before the action is queued: a claim that runs after someone
+     * else's took the spotlight is told so, and does not take it from them.
      */
-    fun claimSpotlight(): Job = action("Claiming the spotlight") { session ->
-        val (seen, expected) = synchronized(spotlightLock) { spotlightUpdates to state.value.spotlightVersion }
-        if (state.value.hasSpotlight) return@action
+    fun claimSpotlight(): Job {
+        val (seen, shown) = synchronized(spotlightLock) { spotlightUpdates to state.value }
+        return action("Claiming the spotlight") { session -> claimSpotlight(session, seen, shown) }
+    }
+
+    private suspend fun claimSpotlight(session: Session, seen: Long, shown: RoomUiState) {
+        if (shown.hasSpotlight) return
+        val expected = shown.spotlightVersion
         try {
             session.store.compareAndSetValue(SPOTLIGHT, expected, Spotlight(session.localIdentity()))
             // The store's Flow shows the new holder: the change arrives before the reply.
@@ -131,11 +138,15 @@ class RoomModel(
     }
 
     /** Gives the spotlight back, if this participant has it. */
-    fun releaseSpotlight(): Job = action("Releasing the spotlight") { session ->
-        val (seen, current) = synchronized(spotlightLock) { spotlightUpdates to state.value }
+    fun releaseSpotlight(): Job {
+        val (seen, shown) = synchronized(spotlightLock) { spotlightUpdates to state.value }
+        return action("Releasing the spotlight") { session -> releaseSpotlight(session, seen, shown) }
+    }
+
+    private suspend fun releaseSpotlight(session: Session, seen: Long, current: RoomUiState) {
         if (!current.hasSpotlight) {
             notice("You don't have the spotlight")
-            return@action
+            return
         }
         try {
             session.store.compareAndSet(SPOTLIGHT, current.spotlightVersion, null)
