@@ -212,7 +212,12 @@ async fn session(
     }
     backoff.reset();
     let mut closing = shared.closing.subscribe();
-    let mut ping = tokio::time::interval(shared.options.ping_interval);
+    // The first ping one interval after joining, not at once: the `joined` or `resumed`
+    // frame has just proved the link alive.
+    let mut ping = tokio::time::interval_at(
+        Instant::now() + shared.options.ping_interval,
+        shared.options.ping_interval,
+    );
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Any frame from the server, a pong included, proves the link alive: the deadline
     // moves with each one, so a quiet but healthy room never times out, and a link that
