@@ -223,22 +223,25 @@ impl TestServer {
 /// runs, and on a busy machine one may first answer a request. Waits (at most 5 s) until
 /// /proc shows all of them stopped.
 fn wait_until_stopped(pid: u32) {
-    let tasks = format!("/proc/{pid}/task");
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while std::time::Instant::now() < deadline {
-        let stopped = std::fs::read_dir(&tasks).is_ok_and(|threads| {
-            let mut any = false;
-            let all = threads.flatten().all(|thread| {
-                any = true;
-                // `PID (COMM) STATE ...`: T when stopped.
+    // `PID (COMM) STATE ...` in each thread's stat: T when stopped.
+    let thread_states = || -> Vec<bool> {
+        let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return Vec::new();
+        };
+        threads
+            .flatten()
+            .map(|thread| {
                 std::fs::read_to_string(thread.path().join("stat")).is_ok_and(|stat| {
                     stat.rsplit_once(')')
                         .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
                 })
-            });
-            any && all
-        });
-        if stopped {
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        let stopped = thread_states();
+        if !stopped.is_empty() && stopped.iter().all(|&stopped| stopped) {
             return;
         }
         std::thread::sleep(Duration::from_millis(1));

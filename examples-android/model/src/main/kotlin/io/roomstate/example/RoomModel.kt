@@ -121,40 +121,38 @@ class RoomModel(
      * else's took the spotlight is told so, and does not take it from them.
      */
     fun claimSpotlight(): Job {
-        val (seen, shown) = synchronized(spotlightLock) { spotlightUpdates to state.value }
-        return action("Claiming the spotlight") { session -> claimSpotlight(session, seen, shown) }
-    }
-
-    private suspend fun claimSpotlight(session: Session, seen: Long, shown: RoomUiState) {
-        if (shown.hasSpotlight) return
-        val expected = shown.spotlightVersion
-        try {
-            session.store.compareAndSetValue(SPOTLIGHT, expected, Spotlight(session.localIdentity()))
-            // The store's Flow shows the new holder: the change arrives before the reply.
-        } catch (conflict: RoomException.Conflict) {
-            val winner = showConflict(seen, conflict.current)
-            notice(if (winner != null) "$winner took the spotlight first" else "The spotlight changed meanwhile: try again")
+        val (seen, shown) = spotlightAsShown()
+        return action("Claiming the spotlight") { session ->
+            if (shown.hasSpotlight) return@action
+            try {
+                session.store.compareAndSetValue(SPOTLIGHT, shown.spotlightVersion, Spotlight(session.localIdentity()))
+                // The store's Flow shows the new holder: the change arrives before the reply.
+            } catch (conflict: RoomException.Conflict) {
+                val winner = showConflict(seen, conflict.current)
+                notice(if (winner != null) "$winner took the spotlight first" else "The spotlight changed meanwhile: try again")
+            }
         }
     }
 
     /** Gives the spotlight back, if this participant has it. */
     fun releaseSpotlight(): Job {
-        val (seen, shown) = synchronized(spotlightLock) { spotlightUpdates to state.value }
-        return action("Releasing the spotlight") { session -> releaseSpotlight(session, seen, shown) }
+        val (seen, shown) = spotlightAsShown()
+        return action("Releasing the spotlight") { session ->
+            if (!shown.hasSpotlight) {
+                notice("You don't have the spotlight")
+                return@action
+            }
+            try {
+                session.store.compareAndSet(SPOTLIGHT, shown.spotlightVersion, null)
+            } catch (conflict: RoomException.Conflict) {
+                val holder = showConflict(seen, conflict.current)
+                if (holder != null) notice("$holder has the spotlight now")
+            }
+        }
     }
 
-    private suspend fun releaseSpotlight(session: Session, seen: Long, current: RoomUiState) {
-        if (!current.hasSpotlight) {
-            notice("You don't have the spotlight")
-            return
-        }
-        try {
-            session.store.compareAndSet(SPOTLIGHT, current.spotlightVersion, null)
-        } catch (conflict: RoomException.Conflict) {
-            val holder = showConflict(seen, conflict.current)
-            if (holder != null) notice("$holder has the spotlight now")
-        }
-    }
+    /** The state as the user sees it now, and how many spotlight updates it reflects; see [showConflict]. */
+    private fun spotlightAsShown(): Pair<Long, RoomUiState> = synchronized(spotlightLock) { spotlightUpdates to state.value }
 
     /** Raises or lowers this participant's hand (a participant attribute; "" deletes it). */
     fun raiseHand(raised: Boolean): Job = action(if (raised) "Raising your hand" else "Lowering your hand") { session ->
