@@ -379,7 +379,7 @@ async fn snapshots_trim_a_busy_room_s_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_writes_are_appended_together_in_the_order_sent() {
     const WRITES: u64 = 300;
-    let (server, mut writer, mut redis) = pipelining_writer().await;
+    let (server, mut writer, mut redis) = pipelining_writer(PATIENT_REDIS_CALLS).await;
     let reader = Client::join(&server.node_url(1), &Token::new("r", "reader")).await;
     let seen = reader.observe(&["n"]);
     seen.wait_for(Heard::Key("n".into(), None)).await;
@@ -419,7 +419,7 @@ async fn pipelined_writes_are_appended_together_in_the_order_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_queued_behind_a_failed_append_are_refused_with_it() {
     const WRITES: u64 = 600; // the first batch, then at least two more of 256
-    let (server, mut writer, mut redis) = pipelining_writer().await;
+    let (server, mut writer, mut redis) = pipelining_writer("").await;
     // Longer than two of the nodes' 500 ms timeouts, shorter than three: were the writes
     // behind a failed call not refused with it, the batch after it would time out too,
     // and the one after that would be stored and acknowledged.
@@ -478,7 +478,7 @@ async fn a_node_s_rooms_together_queue_at_most_its_queue_bytes() {
     let server = TestServer::cluster_with_redis_settings(
         2,
         "client_requests_per_second = 100000\n[limits]\nframe_bytes = 16384",
-        &format!("queue_bytes = {QUEUE_BYTES}"),
+        &format!("queue_bytes = {QUEUE_BYTES}\n{PATIENT_REDIS_CALLS}"),
     );
     let node = server.node_url(0);
     let writers = [
@@ -487,7 +487,7 @@ async fn a_node_s_rooms_together_queue_at_most_its_queue_bytes() {
     ];
     let redis = redis::Client::open(server.redis.as_ref().unwrap().url()).unwrap();
     let mut redis = redis.get_multiplexed_async_connection().await.unwrap();
-    // Held within the nodes' 500 ms timeout (Redis ends a pause on its next event-loop
+    // Held well within the nodes' timeout (Redis ends a pause on its next event-loop
     // pass, up to 100 ms late): the first appends wait, the rest queue.
     pause_writes(&mut redis, 250).await;
     let writers = writers.map(|mut socket| {
@@ -644,7 +644,7 @@ async fn a_write_that_redis_holds_past_the_timeout_has_an_unknown_outcome_and_ma
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_sent_just_before_a_close_are_answered_before_the_close_frame() {
     const WRITES: u64 = 50;
-    let (_server, mut writer, mut redis) = pipelining_writer().await;
+    let (_server, mut writer, mut redis) = pipelining_writer(PATIENT_REDIS_CALLS).await;
     pause_writes(&mut redis, 200).await;
     send_sets(&mut writer, WRITES).await;
     writer.send(Message::Close(None)).await.unwrap();
@@ -665,11 +665,22 @@ async fn requests_sent_just_before_a_close_are_answered_before_the_close_frame()
     assert_eq!(answered, WRITES, "answers before the close frame");
 }
 
+/// The nodes' timeout of a Redis call in tests that pause Redis for a moment and expect
+/// every write through: the suite's 500 ms would leave a loaded machine little margin
+/// over a 200 ms pause that Redis may end 100 ms late.
+const PATIENT_REDIS_CALLS: &str = "timeout_ms = 5000";
+
 /// Two nodes, a raw client "writer" in room "r" on the first (read as fast as it
 /// sends: the default budget of 200 requests a second would space its writes), and a
 /// connection to their Redis.
-async fn pipelining_writer() -> (TestServer, RawSocket, redis::aio::MultiplexedConnection) {
-    let server = TestServer::cluster(2, "client_requests_per_second = 100000");
+async fn pipelining_writer(
+    redis_settings: &str,
+) -> (TestServer, RawSocket, redis::aio::MultiplexedConnection) {
+    let server = TestServer::cluster_with_redis_settings(
+        2,
+        "client_requests_per_second = 100000",
+        redis_settings,
+    );
     let writer = raw_join_at(&server.node_url(0), "writer").await;
     let redis = redis::Client::open(server.redis.as_ref().unwrap().url()).unwrap();
     let redis = redis.get_multiplexed_async_connection().await.unwrap();

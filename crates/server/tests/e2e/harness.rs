@@ -118,9 +118,22 @@ impl TestServer {
         let mut text = format!("bind = \"127.0.0.1:0\"\n{extra}\n[keys]\n{KEY} = \"{SECRET}\"\n");
         if let Some(redis) = &redis {
             text.push_str(&format!(
-                "[redis]\nurl = \"{}\"\nheartbeat_ms = 200\nnode_timeout_ms = 3000\ntimeout_ms = 500\n{redis_settings}\n",
+                "[redis]\nurl = \"{}\"\n{redis_settings}\n",
                 redis.url()
             ));
+            // The suite's short timings, each unless `redis_settings` sets its own.
+            for (name, value) in [
+                ("heartbeat_ms", 200),
+                ("node_timeout_ms", 3000),
+                ("timeout_ms", 500),
+            ] {
+                let set = redis_settings
+                    .lines()
+                    .any(|line| line.split('=').next().map(str::trim) == Some(name));
+                if !set {
+                    text.push_str(&format!("{name} = {value}\n"));
+                }
+            }
         }
         std::fs::write(&config, text).unwrap();
         let mut server = TestServer {
