@@ -27,7 +27,7 @@ A first session:
   roomstate participant update class-7 alice --attribute hand=up
   roomstate room list
 
-Every command takes --url (ROOMSTATE_URL), --api-key, --api-secret and --json.";
+Every command but serve takes --url (ROOMSTATE_URL), --api-key, --api-secret and --json.";
 
 #[derive(Subcommand)]
 enum Command {
