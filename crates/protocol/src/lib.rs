@@ -688,6 +688,44 @@ mod tests {
         assert_eq!(serde_json::from_str::<ServerMessage>(&text).unwrap(), ok);
     }
 
+    /// A value passes through several decoders and encoders on its way (the writer's
+    /// engine, the server, Redis' log, every observer's engine), so a number must read
+    /// back as the number it was written as, bit for bit. Integers past 64 bits and
+    /// decimals become the nearest double; that double must then stay put.
+    #[test]
+    fn a_number_is_the_same_after_every_hop() {
+        for text in [
+            "118446744073709551616",
+            "0.1",
+            "1.7976931348623157e308",
+            "2.2250738585072014e-308",
+            "5e-324",
+            "-9007199254740993",
+            "18446744073709551615",
+            "-9223372036854775808",
+            "3.141592653589793238462643383279",
+            "1e23",
+            "8.98846567431158e307",
+        ] {
+            let frame = format!(r#"{{"type":"set","id":1,"key":"n","value":[{text}]}}"#);
+            let first: ClientMessage = serde_json::from_str(&frame).unwrap();
+            let mut message = first.clone();
+            for _hop in 0..3 {
+                let again = serde_json::to_string(&message).unwrap();
+                message = serde_json::from_str(&again).unwrap();
+                assert_eq!(message, first, "{text} changed on its way: {again}");
+            }
+            if let ClientMessage::Set { value, .. } = &first {
+                let number = value[0].as_f64().unwrap();
+                let nearest: f64 = text.parse().unwrap();
+                assert_eq!(
+                    number, nearest,
+                    "{text} read as {number}, not the nearest double"
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_deleted_entry_has_no_value() {
         let deleted = ServerMessage::StoreChanged(Entry {
