@@ -65,19 +65,19 @@ impl InboundBudget {
         }
     }
 
-    /// Takes one frame of `len` bytes if both buckets hold it; otherwise says how long
-    /// until they will.
-    fn try_take(&mut self, len: usize) -> Result<(), Duration> {
+    /// Takes `frames` frames of `len` bytes in all if both buckets hold them; otherwise
+    /// says how long until they will.
+    fn try_take(&mut self, frames: f64, len: usize) -> Result<(), Duration> {
         let now = Instant::now();
         let elapsed = now - self.last;
         self.last = now;
         self.frames.refill(elapsed);
         self.bytes.refill(elapsed);
         let len = len as f64;
-        match self.frames.wait_for(1.0).max(self.bytes.wait_for(len)) {
+        match self.frames.wait_for(frames).max(self.bytes.wait_for(len)) {
             Some(wait) => Err(wait),
             None => {
-                self.frames.take(1.0);
+                self.frames.take(frames);
                 self.bytes.take(len);
                 Ok(())
             }
@@ -86,7 +86,13 @@ impl InboundBudget {
 
     /// Takes one frame of `len` bytes, first waiting until the buckets hold it.
     pub async fn spend(&mut self, len: usize) {
-        take_when_available(|| self.try_take(len)).await
+        take_when_available(|| self.try_take(1.0, len)).await
+    }
+
+    /// Takes `len` bytes that are no frame (read to be dropped), first waiting until the
+    /// bytes bucket holds them.
+    pub async fn spend_bytes(&mut self, len: usize) {
+        take_when_available(|| self.try_take(0.0, len)).await
     }
 }
 
@@ -103,7 +109,12 @@ impl AddressBudget {
     /// the order their waits end.
     pub async fn spend(&self, len: usize) {
         // The lock is held for the arithmetic only, never across the sleep.
-        take_when_available(|| self.0.lock().try_take(len)).await
+        take_when_available(|| self.0.lock().try_take(1.0, len)).await
+    }
+
+    /// As [`InboundBudget::spend_bytes`].
+    pub async fn spend_bytes(&self, len: usize) {
+        take_when_available(|| self.0.lock().try_take(0.0, len)).await
     }
 }
 
@@ -145,6 +156,32 @@ mod tests {
         assert!(
             large >= Duration::from_millis(200) && large < Duration::from_millis(201),
             "{large:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_dropped_draw_on_the_bytes_alone() {
+        let mut budget = InboundBudget::new(Rate {
+            frames_per_second: 10,
+            bytes_per_second: 1000,
+        });
+        let start = Instant::now();
+        budget.spend_bytes(500).await;
+        budget.spend_bytes(500).await;
+        // No frame was taken: a second's worth of empty frames still passes at once.
+        for _ in 0..10 {
+            budget.spend(0).await;
+        }
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "a second's bytes and frames"
+        );
+        budget.spend_bytes(500).await;
+        let paced = start.elapsed();
+        assert!(
+            paced >= Duration::from_millis(500) && paced < Duration::from_millis(501),
+            "then the bytes are paced: {paced:?}"
         );
     }
 

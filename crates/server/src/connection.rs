@@ -12,6 +12,7 @@ use roomstate_protocol::{
 use tokio::task::JoinHandle;
 
 use crate::budget::{AddressBudget, InboundBudget};
+use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::room::{
     Admission, Closing, Connection, NotAdmitted, Outbox, Outgoing, Rooms, WRITE_BATCH,
@@ -71,7 +72,7 @@ pub fn serve(
                 let timeout = config.write_timeout();
                 Box::pin(async {
                     say_goodbye(&mut socket.writer, closing, timeout, rooms.metrics()).await;
-                    socket.reader.discard_until_closed(LINGER).await;
+                    linger(&mut socket.reader, address.as_ref(), config).await;
                 })
                 .await;
                 return;
@@ -118,8 +119,31 @@ pub fn serve(
             let _ = writing.await;
         }
         rooms.metrics().connections.dec();
-        Box::pin(socket.reader.discard_until_closed(LINGER)).await;
+        Box::pin(linger(&mut socket.reader, address.as_ref(), config)).await;
     }
+}
+
+/// Keeps an ended connection's socket open until the client closes its side, at most
+/// [`LINGER`], reading and dropping what it still sends. Closing a socket with bytes
+/// unread resets it (RST), and a reset can overtake our last frames on their way and
+/// destroy them (RFC 6455 has the client close the TCP connection first for this
+/// reason): a client removed while it was still sending would lose its `goodbye`, take
+/// that for a lost link and reconnect.
+///
+/// The bytes dropped are paced by the address's read budget like any others: read at
+/// full speed, a client cut while flooding would have each of its sockets read as fast
+/// as it can send for the whole linger, and the budget would bound nothing.
+async fn linger(reader: &mut Reader, address: Option<&AddressBudget>, config: &ServerConfig) {
+    let mut own = InboundBudget::new(config.client_rate());
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(dropped @ 1..) = reader.discard().await {
+            match address {
+                Some(address) => address.spend_bytes(dropped).await,
+                None => own.spend_bytes(dropped).await,
+            }
+        }
+    })
+    .await;
 }
 
 /// How reading a connection ended.

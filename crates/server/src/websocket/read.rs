@@ -200,20 +200,14 @@ impl Reader {
         }
     }
 
-    /// Reads and drops what the client still sends, until it closes its side or `within`
-    /// passed: for a connection the server has ended. Closing a socket with bytes unread
-    /// resets it (RST), and a reset can overtake our last frames on their way and
-    /// destroy them (RFC 6455 has the client close the TCP connection first for this
-    /// reason): a client removed while it was still sending would lose its `goodbye`,
-    /// take that for a lost link and reconnect.
-    pub async fn discard_until_closed(&mut self, within: std::time::Duration) {
+    /// For a connection the server has ended: drops what was read and not yet handed
+    /// out, then reads the client's next bytes (a chunk at most) and drops them too.
+    /// Returns how many bytes that read dropped: 0 once the client closed its side.
+    pub async fn discard(&mut self) -> std::io::Result<usize> {
         self.buffer = BytesMut::new();
         self.decoder.fragments = None;
         let mut chunk = [0; READ_CHUNK];
-        let _ = tokio::time::timeout(within, async {
-            while let Ok(1..) = self.socket.read(&mut chunk).await {}
-        })
-        .await;
+        self.socket.read(&mut chunk).await
     }
 
     /// The next message among the bytes that have already arrived, without waiting for

@@ -225,6 +225,45 @@ async fn an_ended_client_still_sending_is_not_reset() {
     }
 }
 
+/// What an ended client still sends during the server's linger is read at its address's
+/// pace, not as fast as it comes: a client cut while flooding (and reconnecting to be cut
+/// again) would otherwise have every one of its sockets read at full speed for the
+/// linger, past the budget that bounds what one address costs the server.
+#[tokio::test]
+async fn an_ended_client_flooding_the_linger_is_read_at_its_address_s_pace() {
+    const BUDGET: usize = 64 * 1024; // bytes a second, for the address
+    let server = TestServer::with_config(&format!("address_bytes_per_second = {BUDGET}"));
+    let mut socket = handshake_by_hand(&server, "alice").await;
+    server
+        .room_service()
+        .remove_participant("r", "alice")
+        .await
+        .unwrap();
+    let sent = read_to_end(&mut socket).await;
+    assert!(last_close_frame(&sent).is_some(), "{sent:?}");
+    // Our side buffers little, so what we manage to send is about what the server read
+    // (plus its receive buffer, which a slow reader does not make grow).
+    socket2::SockRef::from(&socket)
+        .set_send_buffer_size(64 * 1024)
+        .unwrap();
+    let flood = vec![0x5a; 16 * 1024];
+    let mut flooded = 0;
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(1500), async {
+        while socket.write_all(&flood).await.is_ok() {
+            flooded += flood.len();
+        }
+    })
+    .await;
+    // 1.5 s of budget and a full bucket come to 160 KiB; read unpaced, loopback takes
+    // hundreds of MiB in that time.
+    assert!(
+        flooded < 4 << 20,
+        "{} KiB sent in 1.5 s of linger at {} KiB/s",
+        flooded >> 10,
+        BUDGET >> 10
+    );
+}
+
 #[tokio::test]
 async fn requests_that_are_not_websocket_handshakes_are_refused_plainly() {
     let server = TestServer::start();
