@@ -715,14 +715,15 @@ mod tests {
                 message = serde_json::from_str(&again).unwrap();
                 assert_eq!(message, first, "{text} changed on its way: {again}");
             }
-            if let ClientMessage::Set { value, .. } = &first {
-                let number = value[0].as_f64().unwrap();
-                let nearest: f64 = text.parse().unwrap();
-                assert_eq!(
-                    number, nearest,
-                    "{text} read as {number}, not the nearest double"
-                );
-            }
+            let ClientMessage::Set { value, .. } = &first else {
+                panic!("{frame} read as {first:?}");
+            };
+            let number = value[0].as_f64().unwrap();
+            let nearest: f64 = text.parse().unwrap();
+            assert_eq!(
+                number, nearest,
+                "{text} read as {number}, not the nearest double"
+            );
         }
     }
 

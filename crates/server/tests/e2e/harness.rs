@@ -117,23 +117,17 @@ impl TestServer {
         let config = dir.path().join("roomstate.toml");
         let mut text = format!("bind = \"127.0.0.1:0\"\n{extra}\n[keys]\n{KEY} = \"{SECRET}\"\n");
         if let Some(redis) = &redis {
-            text.push_str(&format!(
-                "[redis]\nurl = \"{}\"\n{redis_settings}\n",
-                redis.url()
-            ));
+            let mut settings: toml::Table = redis_settings.parse().expect("[redis] settings");
+            settings.insert("url".into(), redis.url().into());
             // The suite's short timings, each unless `redis_settings` sets its own.
             for (name, value) in [
                 ("heartbeat_ms", 200),
                 ("node_timeout_ms", 3000),
                 ("timeout_ms", 500),
             ] {
-                let set = redis_settings
-                    .lines()
-                    .any(|line| line.split('=').next().map(str::trim) == Some(name));
-                if !set {
-                    text.push_str(&format!("{name} = {value}\n"));
-                }
+                settings.entry(name).or_insert(value.into());
             }
+            text.push_str(&format!("[redis]\n{settings}"));
         }
         std::fs::write(&config, text).unwrap();
         let mut server = TestServer {
